@@ -1,0 +1,191 @@
+"""HEALNet: hybrid early-fusion attention over a shared latent array.
+
+Written from the ideas of Hemker et al., "HEALNet: Multimodal Fusion for Heterogeneous
+Biomedical Data" (NeurIPS 2024), in the style of lucidrains' perceiver-pytorch.
+
+Each modality ``m`` is a set of tokens ``(b, n_m, c_m)``: a WSI is a bag of patch
+embeddings, an omics profile is e.g. one token per gene (1 channel) or per gene group.
+A learned latent array is refined layer by layer; in every layer each modality in turn
+writes into it through its own cross-attention + feed-forward, then self-attention
+blocks (shared across modalities within the layer) mix the latents.
+
+Missing data is explicit and per sample:
+  * ``masks[m]`` (b, n_m) bool, True = real token, False = padding (gets attention 0);
+  * ``present`` (b, M) bool, False = sample lacks modality m: its latents are left
+    unchanged at that modality's steps, and no gradient reaches that modality's weights
+    from it.  A sample whose bag is empty (all tokens masked) is treated as absent.
+Values of padding tokens and of absent modalities are never read (they may be NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from einops.layers.torch import Reduce
+from torch import nn
+
+
+def fourier_encode(pos: torch.Tensor, max_freq: float, num_bands: int) -> torch.Tensor:
+    """(b, n, axes) coordinates in [-1, 1] -> (b, n, axes * (2 * num_bands + 1)):
+    per axis [sin(pi f x), cos(pi f x) for f in linspace(1, max_freq / 2, num_bands), x]."""
+    freqs = torch.linspace(1.0, max_freq / 2, num_bands, device=pos.device, dtype=pos.dtype)
+    scaled = pos[..., None] * freqs * math.pi
+    enc = torch.cat([scaled.sin(), scaled.cos(), pos[..., None]], dim=-1)
+    return rearrange(enc, "b n a f -> b n (a f)")
+
+
+class PreNorm(nn.Module):
+    """LayerNorm on the input (and on the context, for cross-attention) before ``fn``."""
+
+    def __init__(self, dim: int, fn: nn.Module, context_dim: int | None = None):
+        super().__init__()
+        self.fn, self.norm = fn, nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(context_dim) if context_dim is not None else None
+
+    def forward(self, x, **kwargs):
+        if self.norm_context is not None:
+            kwargs["context"] = self.norm_context(kwargs["context"])
+        return self.fn(self.norm(x), **kwargs)
+
+
+class FeedForward(nn.Module):
+    """Linear-GELU-Dropout-Linear, or self-normalising Linear-SELU-AlphaDropout-Linear."""
+
+    def __init__(self, dim: int, *, mult: int = 4, dropout: float = 0.0, snn: bool = False):
+        super().__init__()
+        act, drop = (nn.SELU(), nn.AlphaDropout(dropout)) if snn else (nn.GELU(), nn.Dropout(dropout))
+        self.net = nn.Sequential(nn.Linear(dim, dim * mult), act, drop, nn.Linear(dim * mult, dim))
+        if snn:  # LeCun-normal initialisation keeps SELU activations self-normalising
+            for lin in (self.net[0], self.net[3]):
+                nn.init.normal_(lin.weight, std=lin.in_features ** -0.5)
+                nn.init.zeros_(lin.bias)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; ``forward`` returns (output, weights or None).
+
+    ``mask`` (b, n_keys) bool, True = key may be attended.  Fast path: PyTorch SDPA;
+    with ``return_attn`` the softmax is explicit and its weights (b, heads, n_q, n_keys),
+    taken before attention dropout, are returned (masked keys get exactly 0)."""
+
+    def __init__(self, query_dim: int, context_dim: int | None = None, *,
+                 heads: int = 8, dim_head: int = 64, dropout: float = 0.0):
+        super().__init__()
+        inner, context_dim = heads * dim_head, context_dim or query_dim
+        self.heads, self.scale, self.dropout = heads, dim_head ** -0.5, dropout
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_kv = nn.Linear(context_dim, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def forward(self, x, context=None, mask=None, return_attn: bool = False):
+        context = x if context is None else context
+        q, k, v = (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
+        mask = None if mask is None else rearrange(mask, "b j -> b 1 1 j")
+        p = self.dropout if self.training else 0.0
+        attn = None
+        if return_attn:
+            sim = torch.einsum("bhid,bhjd->bhij", q, k) * self.scale
+            if mask is not None:
+                sim = sim.masked_fill(~mask, float("-inf"))
+            attn = sim.softmax(dim=-1)
+            out = torch.einsum("bhij,bhjd->bhid", F.dropout(attn, p, self.training), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)")), attn
+
+
+class HEALNet(nn.Module):
+    """Hybrid early-fusion attention network; outputs (b, num_classes) logits of discrete hazards."""
+
+    def __init__(self, *, input_channels: Sequence[int], input_axes: Sequence[int] | None = None,
+                 depth: int = 3, num_latents: int = 16, latent_dim: int = 64,
+                 cross_heads: int = 1, cross_dim_head: int = 64, latent_heads: int = 8,
+                 latent_dim_head: int = 64, num_classes: int = 4, attn_dropout: float = 0.1,
+                 ff_dropout: float = 0.1, num_freq_bands: int = 2, max_freq: float = 10.0,
+                 fourier_encode: bool = False, self_per_cross_attn: int = 1,
+                 weight_tie_layers: bool = False, snn: bool = False):
+        super().__init__()
+        self.input_channels = list(input_channels)
+        self.num_modalities = M = len(self.input_channels)
+        axes = list(input_axes) if input_axes is not None else [0] * M
+        assert len(axes) == M, "input_axes needs one entry per modality"
+        self.input_axes = [a if fourier_encode else 0 for a in axes]
+        self.num_freq_bands, self.max_freq = num_freq_bands, max_freq
+        self.context_dims = [c + a * (2 * num_freq_bands + 1) for c, a in zip(self.input_channels, self.input_axes)]
+        self.latents = nn.Parameter(torch.randn(num_latents, latent_dim))
+
+        def ff():
+            return PreNorm(latent_dim, FeedForward(latent_dim, dropout=ff_dropout, snn=snn))
+
+        def layer():
+            cross = nn.ModuleList(nn.ModuleList([
+                PreNorm(latent_dim, Attention(latent_dim, ctx, heads=cross_heads, dim_head=cross_dim_head,
+                                              dropout=attn_dropout), context_dim=ctx), ff()])
+                for ctx in self.context_dims)
+            latent = nn.ModuleList(nn.ModuleList([
+                PreNorm(latent_dim, Attention(latent_dim, heads=latent_heads, dim_head=latent_dim_head,
+                                              dropout=attn_dropout)), ff()])
+                for _ in range(self_per_cross_attn))
+            return nn.ModuleDict({"cross": cross, "latent": latent})
+
+        tied = layer() if weight_tie_layers and depth > 1 else None  # shared by layers 1..depth-1
+        self.layers = nn.ModuleList([layer()] + [tied if tied is not None else layer() for _ in range(depth - 1)])
+        self.to_logits = nn.Sequential(Reduce("b n d -> b d", "mean"), nn.LayerNorm(latent_dim),
+                                       nn.Linear(latent_dim, num_classes))
+
+    def l1_penalty(self) -> torch.Tensor:
+        """Sum of |w| over the weight matrices of all Linear layers (biases, norms and latents excluded)."""
+        return sum(m.weight.abs().sum() for m in self.modules() if isinstance(m, nn.Linear))
+
+    def _prepare(self, m, x, mask, present, pos):
+        """Fourier-encode, sanitise and mask one modality; returns (context, key mask, valid (b,))."""
+        if x.dim() == 2 and self.input_channels[m] == 1:  # (b, n) tabular -> (b, n, 1)
+            x = x[..., None]
+        b, n, c = x.shape
+        assert c == self.input_channels[m], f"modality {m}: expected {self.input_channels[m]} channels, got {c}"
+        mask = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device).bool()
+        valid = present & mask.any(dim=1)  # an empty bag counts as absent
+        if self.input_axes[m]:
+            if pos is None:
+                raise ValueError(f"modality {m} is Fourier-encoded: positions[{m}] is required")
+            x = torch.cat([x, fourier_encode(pos.to(x), self.max_freq, self.num_freq_bands)], dim=-1)
+        x = x.masked_fill(~(mask & valid[:, None])[..., None], 0.0)  # never read padding / absent values
+        return x, mask | ~valid[:, None], valid  # absent rows attend to zeros; result discarded below
+
+    def forward(self, tensors: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None,
+                present: torch.Tensor | None = None, positions: Sequence[torch.Tensor | None] | None = None,
+                return_attention: bool = False):
+        M, b = self.num_modalities, tensors[0].shape[0]
+        assert len(tensors) == M, f"expected {M} modalities, got {len(tensors)}"
+        dev = self.latents.device
+        present = torch.ones(b, M, dtype=torch.bool, device=dev) if present is None else present.to(dev).bool()
+        masks = [None] * M if masks is None else list(masks)
+        positions = [None] * M if positions is None else list(positions)
+        data = [self._prepare(m, tensors[m].to(dev), masks[m], present[:, m], positions[m]) for m in range(M)]
+
+        x, weights = repeat(self.latents, "n d -> b n d", b=b), []
+        for i, layer in enumerate(self.layers):
+            for m, ((cross_attn, cross_ff), (context, mask, valid)) in enumerate(zip(layer["cross"], data)):
+                if not valid.any():  # nobody in the batch has this modality: skip its step
+                    attn = x.new_zeros(b, cross_attn.fn.heads, x.shape[1], context.shape[1]) if return_attention else None
+                else:
+                    update, attn = cross_attn(x, context=context, mask=mask, return_attn=return_attention)
+                    y = x + update
+                    y = y + cross_ff(y)
+                    x = torch.where(valid[:, None, None], y, x)  # absent samples keep their latents
+                if return_attention:
+                    weights.append({"layer": i, "modality": m, "attn": attn * valid[:, None, None, None]})
+            for self_attn, self_ff in layer["latent"]:  # shared across modalities within the layer
+                x = x + self_attn(x)[0]
+                x = x + self_ff(x)
+
+        logits = self.to_logits(x)
+        return (logits, weights) if return_attention else logits

@@ -1,0 +1,75 @@
+"""Atomic outputs and per-job logging shared by every stage.
+
+A job killed half way must never leave a file or folder under its final name, so every writer
+goes through :func:`atomic_path`: it yields a temporary sibling and renames it into place only
+when the block finished without error.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; move it onto ``final`` only on success.
+
+    Works for files and for folders (Zarr stores). The temporary name starts with a dot and
+    ends in ``.tmp-<pid>`` so that no glob for the final name ever matches it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if final.exists() and tmp.is_dir():
+            _remove(final)  # os.replace cannot replace a non-empty folder
+        os.replace(tmp, final)
+    finally:
+        _remove(tmp)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def job_log(path: str | os.PathLike | None, level: int = logging.INFO) -> Iterator[logging.Logger]:
+    """Send this package's log records (and warnings) to a Snakemake job's log file."""
+    root = logging.getLogger()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    old_level = root.level
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    try:
+        yield logging.getLogger("healnet-pipeline")
+    except Exception:
+        logging.getLogger("healnet-pipeline").exception("job failed")
+        raise
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+        root.setLevel(old_level)

@@ -1,0 +1,65 @@
+"""QC tables that account for every input slide and case: used, skipped (why) or failed (why)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .tiling import read_coords
+from .tissue import read_tissue
+
+
+def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_dir: str | os.PathLike,
+                 features_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per slide of the inventory with status, reason, mpp, size, tissue area (mm²) and patches."""
+    rows = []
+    for slide in slides.itertuples():
+        sid = slide.slide_id
+        row = {"slide_id": sid, "case_id": slide.case_id, "file": slide.path, "status": "failed",
+               "reason": "not processed", "mpp": None, "width": None, "height": None,
+               "tissue_area_mm2": None, "n_patches": 0, "features": False}
+        geojson = Path(tissue_dir) / f"{sid}.geojson"
+        if geojson.exists():
+            _, meta = read_tissue(geojson)
+            row.update({k: meta.get(k) for k in ("mpp", "width", "height", "tissue_area_mm2")})
+            row.update(status=meta.get("status", "failed"), reason=meta.get("reason", ""))
+        h5 = Path(patches_dir) / f"{sid}.h5"
+        if h5.exists():
+            coords, attrs = read_coords(h5)
+            row.update(status=str(attrs.get("status")), reason=str(attrs.get("reason")), n_patches=len(coords))
+        row["features"] = (Path(features_dir) / f"{sid}.zarr").exists()
+        if row["status"] == "ok" and not row["features"]:
+            row.update(status="failed", reason="no feature store")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, rna_cases: set[str],
+                folds: list[dict[str, list[str]]]) -> pd.DataFrame:
+    """One row per case: what it has, its survival status, its test fold, and used or why not."""
+    fold_of = {c: k for k, f in enumerate(folds) for c in f["test"]}
+    usable = slides_qc[slides_qc["status"] == "ok"].groupby("case_id").size()
+    table = survival.copy()
+    table["n_slides_usable"] = table["case_id"].map(usable).fillna(0).astype(int)
+    table["has_rna"] = table["case_id"].isin(rna_cases)
+    table["test_fold"] = table["case_id"].map(fold_of).astype("Int64")
+    no_modality = (table["status"] == "ok") & (table["n_slides_usable"] == 0) & ~table["has_rna"]
+    table.loc[no_modality, ["status", "reason"]] = ["excluded", "no usable modality (no tissue patches, no RNA)"]
+    table["status"] = table["status"].replace({"ok": "used"})
+    table.loc[table["status"] != "used", "test_fold"] = pd.NA
+    return table
+
+
+def write_qc_tables(slides: pd.DataFrame, tissue_dir, patches_dir, features_dir, clinical: str | os.PathLike,
+                    rna: str | os.PathLike, splits: str | os.PathLike, slides_out, cases_out) -> None:
+    """Both QC tables for a cohort, from the outputs of every stage, written atomically."""
+    from healnet.splits import read_splits
+
+    from .io import atomic_path
+
+    slides_qc = slides_table(slides, tissue_dir, patches_dir, features_dir)
+    cases_qc = cases_table(pd.read_parquet(clinical), slides_qc, set(pd.read_parquet(rna).index), read_splits(splits))
+    for table, path in ((slides_qc, slides_out), (cases_qc, cases_out)):
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, sep="\t", index=False)

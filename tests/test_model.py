@@ -1,0 +1,251 @@
+"""Behavioural tests of the HEALNet model: missing data, padding, attention, weight sharing, learning."""
+
+import numpy as np
+import pytest
+import torch
+
+from healnet.model import Attention, HEALNet
+from healnet.survival import concordance, discretise, fit_bins, nll_loss, risk_from_logits
+
+ATOL = 1e-5
+SMALL = dict(depth=2, num_latents=8, latent_dim=32, cross_heads=2, cross_dim_head=16,
+             latent_heads=2, latent_dim_head=16, num_classes=4)
+
+
+def make(channels=(6, 1), seed=0, **kw):
+    torch.manual_seed(seed)
+    return HEALNet(input_channels=list(channels), **{**SMALL, **kw}).eval()
+
+
+def data(b=2, n=(7, 12), channels=(6, 1), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, k, c, generator=g) for k, c in zip(n, channels)]
+
+
+def test_output_shape_and_return_attention():
+    model = make()
+    x = data(b=3)
+    out = model(x)
+    assert out.shape == (3, 4) and torch.isfinite(out).all()
+    out2, att = model(x, return_attention=True)
+    torch.testing.assert_close(out, out2, atol=ATOL, rtol=0)
+    assert [(a["layer"], a["modality"]) for a in att] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert att[0]["attn"].shape == (3, 2, 8, 7) and att[1]["attn"].shape == (3, 2, 8, 12)
+    # a 1-channel modality may be passed as (b, n)
+    torch.testing.assert_close(model([x[0], x[1][..., 0]]), out, atol=ATOL, rtol=0)
+
+
+def test_missing_modality_per_sample_does_not_leak():
+    model = make()
+    x = data(b=2)
+    present = torch.tensor([[True, True], [True, False]])
+    out = model(x, present=present)
+    alone0 = model([t[:1] for t in x])
+    alone1 = model([t[1:] for t in x], present=torch.tensor([[True, False]]))
+    torch.testing.assert_close(out[0:1], alone0, atol=ATOL, rtol=0)
+    torch.testing.assert_close(out[1:2], alone1, atol=ATOL, rtol=0)
+    # skipping the modality really changes the prediction (the step is not a no-op)
+    assert not torch.allclose(alone1, model([t[1:] for t in x]), atol=1e-3)
+    # the whole batch missing a modality == each sample missing it
+    none1 = model(x, present=torch.tensor([[True, False], [True, False]]))
+    torch.testing.assert_close(none1[1:2], alone1, atol=ATOL, rtol=0)
+
+
+def test_absent_modality_values_are_ignored():
+    model = make()
+    x = data(b=2)
+    present = torch.tensor([[True, True], [True, False]])
+    out = model(x, present=present)
+    x2 = [x[0], x[1].clone()]
+    x2[1][1] = torch.randn(12, 1) * 100
+    torch.testing.assert_close(model(x2, present=present), out, atol=ATOL, rtol=0)
+    x2[1][1] = float("nan")
+    out_nan = model(x2, present=present)
+    assert torch.isfinite(out_nan).all()
+    torch.testing.assert_close(out_nan, out, atol=ATOL, rtol=0)
+    model.train()
+    model(x2, present=present).sum().backward()  # NaN never reaches the gradients either
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def _padded_batch(lengths, channels=6, pad_to=20, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    bags = [torch.randn(n, channels, generator=g) for n in lengths]
+    x = torch.randn(len(lengths), pad_to, channels, generator=g) * 50  # padding of random values
+    mask = torch.zeros(len(lengths), pad_to, dtype=torch.bool)
+    for i, bag in enumerate(bags):
+        x[i, : len(bag)] = bag
+        mask[i, : len(bag)] = True
+    return bags, x, mask
+
+
+def test_padding_invariance():
+    model = make(channels=(6,))
+    bags, x, mask = _padded_batch([5, 11, 20])
+    out = model([x], masks=[mask])
+    for i, bag in enumerate(bags):
+        torch.testing.assert_close(out[i : i + 1], model([bag[None]]), atol=ATOL, rtol=0)
+    # padding values are never read, even NaN
+    x_nan = x.masked_fill(~mask[..., None], float("nan"))
+    torch.testing.assert_close(model([x_nan], masks=[mask]), out, atol=ATOL, rtol=0)
+    # same result through the explicit-attention path
+    out_explicit, _ = model([x], masks=[mask], return_attention=True)
+    torch.testing.assert_close(out_explicit, out, atol=ATOL, rtol=0)
+
+
+def test_attention_weights_normalised_and_zero_on_padding():
+    model = make(channels=(6, 1))
+    _, x, mask = _padded_batch([5, 11, 20])
+    omic = torch.randn(3, 9, 1)
+    present = torch.tensor([[True, True], [True, True], [True, False]])
+    _, att = model([x, omic], masks=[mask, None], present=present, return_attention=True)
+    for a in att:
+        w = a["attn"]
+        if a["modality"] == 0:
+            assert w.shape == (3, 2, 8, 20)
+            assert (w[~mask[:, None, None, :].expand_as(w)] == 0).all()
+            torch.testing.assert_close(w.sum(-1), torch.ones(3, 2, 8), atol=1e-6, rtol=0)
+        else:  # absent sample 2: all-zero weights
+            torch.testing.assert_close(w[:2].sum(-1), torch.ones(2, 2, 8), atol=1e-6, rtol=0)
+            assert (w[2] == 0).all()
+
+
+def test_sdpa_and_explicit_attention_agree():
+    attn = Attention(16, 10, heads=3, dim_head=8).eval()
+    x, ctx = torch.randn(4, 5, 16), torch.randn(4, 9, 10)
+    mask = torch.rand(4, 9) > 0.3
+    mask[:, 0] = True
+    fast, none = attn(x, context=ctx, mask=mask)
+    slow, w = attn(x, context=ctx, mask=mask, return_attn=True)
+    assert none is None and w.shape == (4, 3, 5, 9)
+    torch.testing.assert_close(fast, slow, atol=ATOL, rtol=0)
+
+
+def test_self_attention_shared_across_modalities_and_weight_tying():
+    depth, m = 3, 3
+    model = make(channels=(4, 1, 2), depth=depth)
+    n_attention = sum(isinstance(mod, Attention) for mod in model.modules())
+    assert n_attention == depth * m + depth  # cross-attention per modality, self-attention per layer only
+    for layer in model.layers:
+        assert len(layer["latent"]) == 1 and len(layer["cross"]) == m
+
+    def n_params(mdl):
+        return sum(p.numel() for p in mdl.parameters())
+
+    tied = make(channels=(4, 1, 2), depth=depth, weight_tie_layers=True)
+    two = make(channels=(4, 1, 2), depth=2)
+    assert n_params(tied) < n_params(model)
+    assert n_params(tied) == n_params(two)  # layers 1..depth-1 share one set of weights
+    assert tied.layers[1] is tied.layers[2] and tied.layers[0] is not tied.layers[1]
+
+
+def test_no_gradient_from_absent_samples():
+    model = make()
+    model.train()
+    x = data(b=2)
+    present = torch.tensor([[True, True], [True, False]])  # modality 1 only for sample 0
+    out = model(x, present=present)
+    out[1].sum().backward()  # a loss on the sample lacking modality 1
+    cross1 = [p for layer in model.layers for p in layer["cross"][1].parameters()]
+    cross0 = [p for layer in model.layers for p in layer["cross"][0].parameters()]
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in cross1)
+    assert any(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in cross0)
+
+    # whole batch missing the modality: still no gradient there
+    model.zero_grad()
+    model(x, present=torch.tensor([[True, False], [True, False]])).sum().backward()
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in cross1)
+
+
+def test_three_modalities_with_fourier_encoding():
+    channels, axes = (16, 1, 5), (2, 0, 1)
+    model = make(channels=channels, input_axes=axes, fourier_encode=True, num_freq_bands=3)
+    assert model.context_dims == [16 + 2 * 7, 1, 5 + 7]
+    x = data(b=3, n=(10, 30, 4), channels=channels)
+    pos = [torch.rand(3, 10, 2) * 2 - 1, None, torch.linspace(-1, 1, 4).expand(3, 4)[..., None]]
+    out = model(x, positions=pos)
+    assert out.shape == (3, 4) and torch.isfinite(out).all()
+    pos2 = [pos[0].flip(1), None, pos[2]]
+    assert not torch.allclose(model(x, positions=pos2), out, atol=1e-4)  # positions are used
+    with pytest.raises(ValueError):
+        model(x)
+    # without fourier_encode, input_axes is ignored and positions are not needed
+    plain = make(channels=channels, input_axes=axes)
+    assert plain.context_dims == list(channels) and plain(x).shape == (3, 4)
+
+
+def test_empty_bag_is_treated_as_absent():
+    model = make()
+    x = data(b=2)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1] = False
+    out = model(x, masks=[mask, None])
+    assert torch.isfinite(out).all()
+    absent = model(x, present=torch.tensor([[True, True], [False, True]]))
+    torch.testing.assert_close(out, absent, atol=ATOL, rtol=0)
+    out_e, att = model(x, masks=[mask, None], return_attention=True)
+    assert torch.isfinite(out_e).all() and all(torch.isfinite(a["attn"]).all() for a in att)
+    model.train()
+    model(x, masks=[mask, None]).sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_snn_option_and_l1_penalty():
+    model = make(snn=True)
+    assert any(isinstance(m, torch.nn.AlphaDropout) for m in model.modules())
+    assert model(data()).shape == (2, 4)
+    expected = sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(model.l1_penalty(), expected)
+    tied = make(weight_tie_layers=True, depth=3)
+    assert tied.l1_penalty() < make(depth=3).l1_penalty()  # shared weights are counted once
+
+
+def _synthetic_survival(n=64, seed=0):
+    """Risk depends on the mean of channel 0 of a WSI-like bag; a second, noise-only omic
+    modality is missing for a quarter of the samples."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 16, size=n)
+    mu = rng.normal(size=n)
+    x = np.zeros((n, 15, 4), dtype=np.float32)
+    mask = np.zeros((n, 15), dtype=bool)
+    for i, k in enumerate(lengths):
+        x[i, :k] = rng.normal(size=(k, 4))
+        x[i, :k, 0] += mu[i]
+        mask[i, :k] = True
+    omic = rng.normal(size=(n, 6, 1)).astype(np.float32)
+    present = np.ones((n, 2), dtype=bool)
+    present[rng.random(n) < 0.25, 1] = False
+    t = np.exp(5.0 - 1.0 * mu + 0.3 * rng.normal(size=n))
+    cens = rng.uniform(50, 2000, size=n)
+    events = t <= cens
+    times = np.minimum(t, cens)
+    return x, mask, omic, present, times, events
+
+
+def _train(seed=0, steps=120):
+    x, mask, omic, present, times, events = _synthetic_survival()
+    labels = discretise(times, fit_bins(times, events, 4))
+    torch.manual_seed(seed)
+    model = HEALNet(input_channels=[4, 1], depth=1, num_latents=8, latent_dim=32, cross_heads=1,
+                    cross_dim_head=16, latent_heads=2, latent_dim_head=16, attn_dropout=0.0,
+                    ff_dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    inputs = dict(tensors=[torch.tensor(x), torch.tensor(omic)], masks=[torch.tensor(mask), None],
+                  present=torch.tensor(present))
+    y, e = torch.tensor(labels), torch.tensor(events)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nll_loss(model(**inputs), y, e) + 1e-5 * model.l1_penalty()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(**inputs)
+    return logits, concordance(times, events, risk_from_logits(logits))
+
+
+def test_learns_synthetic_survival_and_is_deterministic():
+    logits, cindex = _train()
+    assert cindex > 0.8
+    logits2, _ = _train()
+    assert torch.equal(logits, logits2)

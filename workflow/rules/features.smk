@@ -1,0 +1,22 @@
+rule features:
+    input:
+        slide=slide_path,
+        coords=rules.tiling.output.h5,
+    output:
+        zarr=directory(f"{RESULTS}/{{cohort}}/features/{{encoder}}/{{slide}}.zarr"),
+    log:
+        f"{RESULTS}/{{cohort}}/logs/features/{{encoder}}/{{slide}}.log",
+    message:
+        "Encoding patches of {wildcards.slide} with {wildcards.encoder}"
+    params:
+        weights=config["features"].get("weights"),
+        batch_size=config["features"].get("batch_size", 64),
+        dtype=config["features"].get("dtype", "float16"),
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        num_workers=1,
+    script:
+        "../scripts/features.py"

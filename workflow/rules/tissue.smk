@@ -1,0 +1,18 @@
+rule tissue:
+    input:
+        slide=slide_path,
+    output:
+        geojson=f"{RESULTS}/{{cohort}}/tissue/{{slide}}.geojson",
+        png=f"{RESULTS}/{{cohort}}/tissue/{{slide}}.png",
+    log:
+        f"{RESULTS}/{{cohort}}/logs/tissue/{{slide}}.log",
+    message:
+        "Segmenting tissue of {wildcards.slide}"
+    params:
+        tissue=config["tissue"],
+        mpp_fallback=lambda wildcards: cohort_config(wildcards).get("mpp_fallback"),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/tissue.py"

@@ -1,0 +1,9 @@
+from preprocessing.inventory import read_inventory, slides_of
+from preprocessing.io import job_log
+from preprocessing.qc import write_qc_tables
+
+with job_log(snakemake.log[0]):
+    files = read_inventory(snakemake.input.sample_sheet, snakemake.input.manifest, snakemake.params.data_dir)
+    write_qc_tables(slides_of(files), snakemake.params.tissue_dir, snakemake.params.patches_dir,
+                    snakemake.params.features_dir, snakemake.input.clinical, snakemake.input.rna,
+                    snakemake.input.splits, snakemake.output.slides, snakemake.output.cases)

@@ -1,0 +1,7 @@
+from preprocessing.inventory import read_inventory, rna_files_of
+from preprocessing.io import job_log
+from preprocessing.omics import write_rna_tables
+
+with job_log(snakemake.log[0]):
+    files = read_inventory(snakemake.input.sample_sheet, snakemake.input.manifest, snakemake.params.data_dir)
+    write_rna_tables(rna_files_of(files), snakemake.output.matrix, snakemake.output.genes, snakemake.output.set_aside)
