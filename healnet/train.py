@@ -29,15 +29,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     modalities: tuple[str, ...] = ("wsi", "rna")
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 8
     lr: float = 5e-3  # peak of the one-cycle schedule
     l1: float = 1e-5  # weight of the L1 penalty on weight matrices
-    patience: int = 5  # epochs without a better validation loss before stopping
+    patience: int = 10  # epochs without a better validation loss before stopping
     n_bins: int = 4
     alpha: float = 0.4  # weight of the uncensored term in the survival NLL
     max_patches: int = 2048  # a larger bag is subsampled (seeded) to this many patches
-    omic_top_k: int = 256
+    omic_top_k: int = 64
     omic_tokens: str = "single"  # "single": one token whose channels are the genes; "genes": one token per gene
     fourier_wsi: bool = False  # Fourier-encode patch coordinates
     model: dict = field(default_factory=dict)  # HEALNet keyword arguments
@@ -67,6 +67,10 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
             table = cohort.omics[m]
             fitted_on = table.index.intersection(train_ids)
             transforms[m] = OmicTransform(top_k=cfg.omic_top_k).fit(table.loc[fitted_on])
+    train_bags = [cohort.bags[c] for c in train_ids if c in cohort.bags]
+    if "wsi" in cfg.modalities and train_bags:
+        patches = np.concatenate(train_bags)
+        transforms["wsi"] = (patches.mean(0), np.maximum(patches.std(0), 1e-6))
     rng = np.random.default_rng(cfg.seed)
 
     def build(ids: list[str]) -> FoldData:
@@ -79,6 +83,9 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
                     bag = cohort.bags.get(c)
                     if bag is not None and len(bag) > cfg.max_patches:
                         bag = bag[np.sort(rng.choice(len(bag), cfg.max_patches, replace=False))]
+                    if bag is not None and "wsi" in transforms:
+                        mean, std = transforms["wsi"]
+                        bag = ((bag - mean) / std).astype(np.float32)
                     column.append(bag)
                 elif m in transforms and c in cohort.omics[m].index:
                     x = transforms[m].transform(cohort.omics[m].loc[[c]])[0]
@@ -92,7 +99,7 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
                 span = np.maximum(pos.max(0) - pos.min(0), 1.0)
                 pos = (pos - pos.min(0)) / span * 2 - 1
             positions.append(pos)
-        times, events = surv.loc[ids, "time"].to_numpy(float), surv.loc[ids, "event"].to_numpy(int)
+        times, events = np.array(surv.loc[ids, "time"], dtype=float), np.array(surv.loc[ids, "event"], dtype=np.int64)
         return FoldData(ids, inputs, positions, discretise(times, edges), events, times)
 
     subsets = {name: build(split[name]) for name in ("train", "val", "test")}
@@ -179,7 +186,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
         val_loss, val_risk = evaluate_loss(model, val, channels, cfg)
         val_c = concordance(val.times, val.events, val_risk) if val.events.sum() else float("nan")
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_c_index": val_c})
@@ -202,7 +209,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
         with atomic_path(out / "model.pt") as tmp:
             torch.save({"state_dict": model.state_dict(), "input_channels": channels, "model_kwargs": model_kwargs,
                         "config": asdict(cfg), "bin_edges": edges,
-                        "omic_columns": {m: t.columns for m, t in transforms.items()}}, tmp)
+                        "transforms": transforms}, tmp)
         with atomic_path(out / "history.tsv") as tmp:
             pd.DataFrame(history).to_csv(tmp, sep="\t", index=False)
         with atomic_path(out / "predictions.tsv") as tmp:

@@ -65,7 +65,7 @@ CLINICAL_COLUMNS = ("case_id", "case_submitter_id", "project_id", "age_at_index"
                     "days_to_last_follow_up", "ajcc_pathologic_stage", "primary_diagnosis",
                     "treatment_or_therapy", "treatment_type")
 SIGNAL_LOADING = 0.7  # natural-log expression shift of a signal gene per SD of rna_signal
-RISK_WEIGHTS = (1.0, 1.0)  # a (tumour fraction, standardised) and b (rna_signal)
+RISK_WEIGHTS = (1.5, 1.5)  # a (tumour fraction, standardised) and b (rna_signal)
 TF_RANGE = (0.05, 0.9)
 APERIO_HEAD = "Aperio Image Library v12.0.15 \r\n"
 
