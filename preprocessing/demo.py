@@ -32,12 +32,9 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -46,6 +43,8 @@ import pandas as pd
 import tifffile
 from PIL import Image
 from scipy import ndimage
+
+from .io import atomic_path
 
 MISSING = "'--"  # GDC's marker for a missing clinical value
 TSS_CODES = ("A1", "A2", "AR", "BH", "E2", "GM")  # a few tissue-source-site codes
@@ -74,25 +73,8 @@ APERIO_HEAD = "Aperio Image Library v12.0.15 \r\n"
 # small helpers
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``path``; rename it onto ``path`` only if the block succeeds,
-    so an interrupted run never leaves a truncated file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
 
 
@@ -246,7 +228,7 @@ def write_svs(path: str | Path, rgb: np.ndarray, *, mpp: float, app_mag: float, 
             f"|MPP = {float(mpp)!r}|OriginalWidth = {W}|OriginalHeight = {H}")
     opts = dict(photometric="rgb", compression="jpeg", compressionargs={"level": quality},
                 metadata=None, software=False)
-    with _atomic(path) as tmp, tifffile.TiffWriter(tmp) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
         tif.write(levels[0], tile=(tile, tile),
                   description=f"{APERIO_HEAD}{dims} ({tile}x{tile}) JPEG/RGB Q={quality}{meta}", **opts)
         tif.write(thumb, description=f"{APERIO_HEAD}{W}x{H} -> {thumb.shape[1]}x{thumb.shape[0]} - {meta}",

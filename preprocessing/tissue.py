@@ -79,13 +79,18 @@ def mask_to_polygons(mask: np.ndarray, downsample: float) -> list[list[list[list
 
 def polygons_to_mask(polygons: list, shape: tuple[int, int], downsample: float) -> np.ndarray:
     """Rasterise GeoJSON polygons (level-0 px) onto a grid of ``shape`` at ``downsample``."""
-    mask = np.zeros(shape, np.uint8)
+    mask = np.zeros(shape, bool)
     for rings in polygons:
         pts = [np.round(np.asarray(r) / downsample - 0.5).astype(np.int32) for r in rings]
-        cv2.fillPoly(mask, pts[:1], 1)
+        # Each polygon on its own layer, so that its holes cannot erase another piece lying inside them.
+        piece = np.zeros(shape, np.uint8)
+        cv2.fillPoly(piece, pts[:1], 1)
         if len(pts) > 1:
-            cv2.fillPoly(mask, pts[1:], 0)
-    return mask.astype(bool)
+            cv2.fillPoly(piece, pts[1:], 0)
+            # A hole's ring runs through the centres of the tissue pixels around it: they stay tissue.
+            cv2.polylines(piece, pts[1:], True, 1)
+        mask |= piece.astype(bool)
+    return mask
 
 
 def draw_qc(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
