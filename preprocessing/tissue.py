@@ -44,7 +44,7 @@ def segment_tissue(rgb: np.ndarray, mpp: float, params: TissueParams = TissuePar
         threshold = max(threshold, float(filters.threshold_otsu(saturation)))
     mask = (saturation > threshold) & (value > params.max_dark_value)
     radius = max(1, round(params.close_um / mpp))
-    mask = morphology.binary_closing(mask, morphology.disk(radius))
+    mask = morphology.closing(mask, morphology.disk(radius))
     px_area = mpp * mpp
     mask = morphology.remove_small_objects(mask, max_size=max(1, int(params.min_area_um2 / px_area)))
     mask = morphology.remove_small_holes(mask, max_size=max(1, int(params.min_hole_um2 / px_area)))
