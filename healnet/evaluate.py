@@ -58,6 +58,8 @@ def kaplan_meier_plot(predictions: pd.DataFrame, out_png: str | os.PathLike, tit
     p_value = float(compare_survival(y, high.to_numpy())[1]) if high.any() and (~high).any() else float("nan")
     fig, ax = plt.subplots(figsize=(5, 4))
     for group, label, colour in ((~high, "low risk", "tab:blue"), (high, "high risk", "tab:red")):
+        if not group.any():  # all risks tied: one group only
+            continue
         t, s = kaplan_meier_estimator(y["event"][group.to_numpy()], y["time"][group.to_numpy()])
         ax.step(t, s, where="post", label=f"{label} (n={int(group.sum())})", color=colour)
     ax.set_xlabel("days")

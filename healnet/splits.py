@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -20,7 +21,7 @@ def make_splits(case_ids: list[str], events: np.ndarray, *, n_folds: int = 5, va
     case_ids = np.asarray(case_ids)
     if len(set(case_ids)) != len(case_ids):
         raise ValueError("make_splits: case ids must be unique (split patients, not slides)")
-    labels = np.asarray(events).astype(int).astype(str)
+    labels = event_labels = np.asarray(events).astype(int).astype(str)
     if strata is not None:
         combined = np.char.add(np.char.add(labels, "|"), np.asarray(strata, dtype=str))
         counts = {v: (combined == v).sum() for v in set(combined)}
@@ -28,8 +29,15 @@ def make_splits(case_ids: list[str], events: np.ndarray, *, n_folds: int = 5, va
     folds = []
     outer = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (train_idx, test_idx) in enumerate(outer.split(case_ids, labels)):
-        train_labels = labels[train_idx]
-        stratify = train_labels if min(np.unique(train_labels, return_counts=True)[1]) >= 2 else None
+        # stratify validation by the same labels, else (a class of one case) by event alone, else
+        # (too few cases to put one of each class on both sides) not at all
+        n_val = math.ceil(val_fraction * len(train_idx))
+
+        def stratifiable(y: np.ndarray) -> bool:
+            per_class = np.unique(y, return_counts=True)[1]
+            return per_class.min() >= 2 and len(per_class) <= min(n_val, len(y) - n_val)
+
+        stratify = next((y[train_idx] for y in (labels, event_labels) if stratifiable(y[train_idx])), None)
         fit_idx, val_idx = train_test_split(train_idx, test_size=val_fraction, random_state=seed + k, stratify=stratify)
         folds.append({"train": sorted(case_ids[fit_idx].tolist()), "val": sorted(case_ids[val_idx].tolist()),
                       "test": sorted(case_ids[test_idx].tolist())})

@@ -75,14 +75,15 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
 
     def build(ids: list[str]) -> FoldData:
         ids = [c for c in ids if c in surv.index]
-        inputs, positions = [], []
+        inputs, positions, kept = [], [], {}
         for m in cfg.modalities:
             column = []
             for c in ids:
                 if m == "wsi":
                     bag = cohort.bags.get(c)
                     if bag is not None and len(bag) > cfg.max_patches:
-                        bag = bag[np.sort(rng.choice(len(bag), cfg.max_patches, replace=False))]
+                        kept[c] = np.sort(rng.choice(len(bag), cfg.max_patches, replace=False))
+                        bag = bag[kept[c]]
                     if bag is not None and "wsi" in transforms:
                         mean, std = transforms["wsi"]
                         bag = ((bag - mean) / std).astype(np.float32)
@@ -98,6 +99,8 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
             if pos is not None and len(pos):
                 span = np.maximum(pos.max(0) - pos.min(0), 1.0)
                 pos = (pos - pos.min(0)) / span * 2 - 1
+            if pos is not None and c in kept:  # the positions of the subsampled patches
+                pos = pos[kept[c]]
             positions.append(pos)
         times, events = np.array(surv.loc[ids, "time"], dtype=float), np.array(surv.loc[ids, "event"], dtype=np.int64)
         return FoldData(ids, inputs, positions, discretise(times, edges), events, times)
@@ -106,8 +109,11 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
     return subsets, edges, transforms
 
 
-def collate(data: FoldData, index: np.ndarray, channels: list[int]):
-    """Pad each modality's bags to the longest in the batch; absent ones become a masked zero token."""
+def collate(data: FoldData, index: np.ndarray, channels: list[int], wsi: int | None = 0):
+    """Pad each modality's bags to the longest in the batch; absent ones become a masked zero token.
+
+    ``wsi`` is the position of the WSI modality, whose patch positions are padded alongside it.
+    """
     tensors, masks, positions = [], [], None
     present = torch.zeros(len(index), len(channels), dtype=torch.bool)
     for m, column in enumerate(data.inputs):
@@ -122,7 +128,7 @@ def collate(data: FoldData, index: np.ndarray, channels: list[int]):
                 present[b, m] = True
         tensors.append(t)
         masks.append(mask)
-        if m == 0 and data.positions:
+        if m == wsi and data.positions:
             positions = torch.zeros(len(index), n, 2)
             for b, i in enumerate(index):
                 p = data.positions[i]
@@ -132,7 +138,8 @@ def collate(data: FoldData, index: np.ndarray, channels: list[int]):
 
 
 def _forward(model, data: FoldData, index, channels, cfg: TrainConfig, **kwargs):
-    tensors, masks, present, positions = collate(data, index, channels)
+    wsi = cfg.modalities.index("wsi") if "wsi" in cfg.modalities else None
+    tensors, masks, present, positions = collate(data, index, channels, wsi)
     pos = [positions if cfg.fourier_wsi and m == "wsi" else None for m in cfg.modalities]
     return model(tensors, masks=masks, present=present, positions=pos, **kwargs)
 

@@ -13,7 +13,7 @@ rule features:
         batch_size=config["features"].get("batch_size", 64),
         dtype=config["features"].get("dtype", "float16"),
         seed=config["seed"],
-    threads: 2
+    threads: 1  # locally two slides encode side by side; profiles/slurm raises it
     resources:
         mem_mb=4000,
         runtime=60,

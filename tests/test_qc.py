@@ -1,0 +1,116 @@
+"""preprocessing.qc: every inventory slide and every case gets exactly one row saying what happened."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healnet.splits import make_splits, write_splits
+from preprocessing.clinical import survival_table
+from preprocessing.features import extract_features
+from preprocessing.inventory import SLIDE_TYPE
+from preprocessing.qc import cases_table, slides_table, write_qc_tables
+from preprocessing.tiling import read_coords, tile_slide
+from preprocessing.tissue import read_tissue, segment_slide
+
+BROKEN = "TCGA-ZZ-0001-01Z-00-DX1.BROKEN"  # a corrupt file: fails, and its case has no clinical record
+UNPROCESSED = "TCGA-ZZ-0002-01Z-00-DX1.NEVER"  # in the inventory, but no stage ever ran on it
+
+
+@pytest.fixture
+def outputs(processed, demo_files, blank_slide_id, tmp_path):
+    """The processed cohort copied, plus a corrupt slide, an unprocessed one, and one ok slide
+    whose feature store is missing."""
+    dirs = {k: tmp_path / k for k in ("tissue", "patches", "features")}
+    for k, d in dirs.items():
+        shutil.copytree(processed[k], d)
+    broken = tmp_path / f"{BROKEN}.svs"
+    broken.write_bytes(np.random.default_rng(0).bytes(5000))
+    segment_slide(broken, dirs["tissue"] / f"{BROKEN}.geojson", dirs["tissue"] / f"{BROKEN}.png")
+    tile_slide(dirs["tissue"] / f"{BROKEN}.geojson", dirs["patches"] / f"{BROKEN}.h5")
+    extract_features(broken, dirs["patches"] / f"{BROKEN}.h5", dirs["features"] / f"{BROKEN}.zarr")  # 0 patches
+    ok = sorted(s for s in processed["tiling"] if s != blank_slide_id)
+    no_store = ok[0]
+    shutil.rmtree(dirs["features"] / f"{no_store}.zarr")
+    extra = pd.DataFrame([
+        {"file_id": "x1", "file_name": f"{BROKEN}.svs", "data_type": SLIDE_TYPE, "case_id": "TCGA-ZZ-0001",
+         "path": str(broken)},
+        {"file_id": "x2", "file_name": f"{UNPROCESSED}.svs", "data_type": SLIDE_TYPE, "case_id": "TCGA-ZZ-0002",
+         "path": str(tmp_path / f"{UNPROCESSED}.svs")},
+    ])
+    files = pd.concat([demo_files, extra], ignore_index=True)
+    slides = files[files["data_type"] == SLIDE_TYPE].copy()
+    slides["slide_id"] = slides["file_name"].str.removesuffix(".svs")
+    return {**dirs, "files": files, "slides": slides, "ok": ok[1:], "no_store": no_store}
+
+
+def test_every_slide_has_one_row_with_its_status(outputs, processed, blank_slide_id):
+    table = slides_table(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"])
+    assert sorted(table["slide_id"]) == sorted(outputs["slides"]["slide_id"])
+    assert table["slide_id"].is_unique
+    row = table.set_index("slide_id")
+    assert row.loc[blank_slide_id, "status"] == "skipped" and row.loc[blank_slide_id, "reason"] == "no tissue found"
+    assert row.loc[BROKEN, "status"] == "failed" and "cannot open slide" in row.loc[BROKEN, "reason"]
+    assert row.loc[BROKEN, "n_patches"] == 0
+    assert row.loc[UNPROCESSED, ["status", "reason"]].tolist() == ["failed", "not processed"]
+    assert row.loc[outputs["no_store"], ["status", "reason"]].tolist() == ["failed", "no feature store"]
+    for sid in outputs["ok"]:
+        assert row.loc[sid, "status"] == "ok" and row.loc[sid, "features"]
+        coords, _ = read_coords(outputs["patches"] / f"{sid}.h5")
+        _, meta = read_tissue(outputs["tissue"] / f"{sid}.geojson")
+        assert row.loc[sid, "n_patches"] == len(coords) > 0
+        assert row.loc[sid, "tissue_area_mm2"] == meta["tissue_area_mm2"] > 0
+        assert (row.loc[sid, "mpp"], row.loc[sid, "width"], row.loc[sid, "height"]) == (0.5, 1024, 768)
+    assert set(table["status"]) == {"ok", "skipped", "failed"}
+
+
+def test_every_case_has_one_row_with_its_status(outputs, demo_cohort, demo_truth, blank_slide_id):
+    slides_qc = slides_table(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"])
+    survival = survival_table(demo_cohort["clinical"], outputs["files"])
+    truth = demo_truth.set_index("case_submitter_id")
+    blank_case = slides_qc.set_index("slide_id").loc[blank_slide_id, "case_id"]
+    rna_cases = set(truth[truth["has_rna"] == 1].index) - {blank_case}  # the blank slide's case loses its RNA too
+    ok = survival[survival["status"] == "ok"]
+    folds = make_splits(ok["case_id"].tolist(), ok["event"].to_numpy(), n_folds=2, val_fraction=0.25, seed=0)
+    table = cases_table(survival, slides_qc, rna_cases, folds)
+
+    expected_cases = set(truth.index) | {"TCGA-ZZ-0001", "TCGA-ZZ-0002"}
+    assert sorted(table["case_id"]) == sorted(expected_cases) and table["case_id"].is_unique
+    row = table.set_index("case_id")
+    assert row.loc[blank_case, ["status", "reason"]].tolist() == ["excluded", "no usable modality (no tissue patches, no RNA)"]
+    for case in ("TCGA-ZZ-0001", "TCGA-ZZ-0002"):
+        assert row.loc[case, ["status", "reason"]].tolist() == ["excluded", "no clinical record"]
+    # what each case has, counted independently from the slide table and the truth
+    usable = slides_qc[slides_qc["status"] == "ok"].groupby("case_id").size()
+    for case in truth.index:
+        assert row.loc[case, "n_slides_usable"] == usable.get(case, 0)
+        assert row.loc[case, "has_rna"] == (case in rna_cases)
+    used = row[row["status"] == "used"]
+    expected_used = {c for c in truth.index if usable.get(c, 0) > 0 or c in rna_cases}
+    assert blank_case not in expected_used and len(expected_used) >= len(truth) - 1
+    assert set(used.index) == expected_used
+    # every used case is tested in exactly the fold the splits put it in; the others in none
+    fold_of = {c: k for k, f in enumerate(folds) for c in f["test"]}
+    assert all(used["test_fold"][c] == fold_of[c] for c in used.index)
+    assert row.loc[row["status"] != "used", "test_fold"].isna().all()
+
+
+def test_write_qc_tables(outputs, demo_cohort, tmp_path):
+    clinical = tmp_path / "survival.parquet"
+    survival = survival_table(demo_cohort["clinical"], outputs["files"])
+    survival.to_parquet(clinical, index=False)
+    rna = tmp_path / "rna.parquet"
+    cases = sorted(outputs["files"].loc[outputs["files"]["data_type"] != SLIDE_TYPE, "case_id"])
+    pd.DataFrame({"g": np.ones(len(cases))}, index=pd.Index(cases, name="case_id")).to_parquet(rna)
+    ok = survival[survival["status"] == "ok"]
+    splits = tmp_path / "splits.json"
+    write_splits(splits, make_splits(ok["case_id"].tolist(), ok["event"].to_numpy(), n_folds=2, seed=1))
+    write_qc_tables(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"], clinical, rna,
+                    splits, tmp_path / "qc" / "slides.tsv", tmp_path / "qc" / "cases.tsv")
+    slides = pd.read_csv(tmp_path / "qc" / "slides.tsv", sep="\t")
+    cases_qc = pd.read_csv(tmp_path / "qc" / "cases.tsv", sep="\t")
+    assert sorted(slides["slide_id"]) == sorted(outputs["slides"]["slide_id"])
+    assert sorted(cases_qc["case_id"]) == sorted(survival["case_id"])
+    assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == ["cases.tsv", "slides.tsv"]

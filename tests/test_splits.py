@@ -1,0 +1,114 @@
+"""healnet.splits: patient-level, stratified, reproducible cross-validation folds."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healnet.splits import make_splits, read_splits, splits_for_cohort, write_splits
+
+
+def _cohort(n=103, seed=0, p_event=0.37):
+    rng = np.random.default_rng(seed)
+    ids = [f"TCGA-{rng.choice(['A1', 'BH', 'E2'])}-{i:04d}" for i in range(n)]
+    return ids, (rng.random(n) < p_event).astype(int)
+
+
+@pytest.mark.parametrize("n_folds", [3, 5])
+def test_folds_are_patient_level_and_cover_every_case(n_folds):
+    ids, events = _cohort()
+    folds = make_splits(ids, events, n_folds=n_folds, seed=1)
+    assert len(folds) == n_folds
+    tests = [c for f in folds for c in f["test"]]
+    assert sorted(tests) == sorted(ids)  # every case is tested exactly once
+    for f in folds:
+        train, val, test = set(f["train"]), set(f["val"]), set(f["test"])
+        assert not (train & val) and not (train & test) and not (val & test)
+        assert train | val | test == set(ids)
+        assert len(f["train"]) == len(train)  # no duplicates inside a subset
+        assert len(val) == math.ceil(0.2 * (len(train) + len(val)))
+        assert len(test) in (len(ids) // n_folds, len(ids) // n_folds + 1)
+
+
+def test_folds_are_stratified_by_event():
+    ids, events = _cohort(n=101, p_event=0.3)
+    event_of = dict(zip(ids, events))
+    n_folds = 5
+    folds = make_splits(ids, events, n_folds=n_folds, seed=3)
+    for f in folds:
+        test_events = sum(event_of[c] for c in f["test"])
+        assert abs(test_events - events.sum() / n_folds) <= 1
+        rest = f["train"] + f["val"]
+        val_events = sum(event_of[c] for c in f["val"])
+        expected_val = sum(event_of[c] for c in rest) * len(f["val"]) / len(rest)
+        assert abs(val_events - expected_val) <= 1
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_site_strata_are_balanced_and_rare_sites_fall_back():
+    ids, events = _cohort(n=120, seed=4)
+    sites = [c.split("-")[1] for c in ids]
+    ids, events, sites = ids + ["TCGA-ZZ-9999"], np.append(events, 1), sites + ["ZZ"]  # a site of one case
+    folds = make_splits(ids, events, n_folds=4, seed=0, strata=sites)
+    assert sorted(c for f in folds for c in f["test"]) == sorted(ids)
+    key = {c: (e, s) for c, e, s in zip(ids, events, sites)}
+    for stratum in {(e, s) for e, s in zip(events, sites) if s != "ZZ"}:
+        total = sum(k == stratum for k in key.values())
+        for f in folds:
+            assert abs(sum(key[c] == stratum for c in f["test"]) - total / 4) <= 1
+    # the one-case site must not switch off the stratification of the validation cases by event
+    event_of = dict(zip(ids, events))
+    for f in folds:
+        rest = f["train"] + f["val"]
+        expected_val = sum(event_of[c] for c in rest) * len(f["val"]) / len(rest)
+        assert abs(sum(event_of[c] for c in f["val"]) - expected_val) <= 1
+
+
+def test_deterministic_by_seed():
+    ids, events = _cohort()
+    assert make_splits(ids, events, seed=7) == make_splits(ids, events, seed=7)
+    assert make_splits(ids, events, seed=7) != make_splits(ids, events, seed=8)
+    # the input order of the cases does not matter... only their ids are reported, sorted
+    for f in make_splits(ids, events, seed=7):
+        assert all(f[k] == sorted(f[k]) for k in ("train", "val", "test"))
+
+
+def test_duplicate_cases_are_refused():
+    ids, events = _cohort(n=20)
+    with pytest.raises(ValueError, match="unique"):
+        make_splits(ids + ids[:1], np.append(events, events[0]))
+
+
+def test_splits_for_cohort_uses_valid_cases_only(tmp_path):
+    ids, events = _cohort(n=40)
+    status = ["ok"] * 35 + ["excluded"] * 5
+    clinical = tmp_path / "survival.parquet"
+    pd.DataFrame({"case_id": ids, "event": events, "status": status,
+                  "site": [c.split("-")[1] for c in ids]}).to_parquet(clinical)
+    out = tmp_path / "splits.json"
+    folds = splits_for_cohort(clinical, out, n_folds=5, seed=2)
+    assert sorted(c for f in folds for c in f["test"]) == sorted(ids[:35])
+    assert read_splits(out) == folds
+    meta = json.loads(out.read_text())
+    assert meta["n_cases"] == 35 and meta["seed"] == 2 and meta["n_folds"] == 5
+    assert folds == make_splits(ids[:35], events[:35], n_folds=5, seed=2)
+
+
+def test_write_read_round_trip(tmp_path):
+    folds = [{"train": ["a"], "val": ["b"], "test": ["c"]}]
+    write_splits(tmp_path / "s.json", folds, seed=1)
+    assert read_splits(tmp_path / "s.json") == folds
+
+
+def test_tiny_cohort_still_gets_folds():
+    """Too few training cases to stratify the validation split: it is drawn unstratified."""
+    ids = [f"TCGA-AA-{i:04d}" for i in range(8)]
+    events = np.array([1, 0, 1, 0, 1, 0, 0, 1])
+    folds = make_splits(ids, events, n_folds=2, val_fraction=0.25, seed=0)
+    assert sorted(c for f in folds for c in f["test"]) == ids
+    for f in folds:
+        assert len(f["val"]) == 1 and len(f["train"]) == 3
+        assert sum(events[ids.index(c)] for c in f["test"]) == 2  # the outer folds are still stratified

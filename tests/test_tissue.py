@@ -1,0 +1,229 @@
+"""preprocessing.tissue: masks of known shapes, exact GeoJSON round trips, and per-slide outcomes."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from preprocessing.slides import open_slide, read_region_rgb, read_thumbnail
+from preprocessing.tissue import (TissueParams, mask_to_polygons, polygons_to_mask, read_tissue, segment_slide,
+                                  segment_tissue)
+
+PINK = (230, 150, 190)
+GLASS = 245
+MPP = 8.0  # µm/px of the synthetic thumbnails below (the default TissueParams.thumbnail_mpp)
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # skimage deprecations
+
+
+def _image(shape, tissue: np.ndarray, colour=PINK, seed=0) -> np.ndarray:
+    """White glass with ``tissue`` painted in ``colour``, plus a little pixel noise."""
+    img = np.full((*shape, 3), GLASS, np.int16)
+    img[tissue] = colour
+    img += np.random.default_rng(seed).integers(-5, 6, img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return np.hypot(yy - cy, xx - cx) <= r
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_disc_with_hole_is_found_and_the_hole_stays_a_hole():
+    shape = (200, 240)
+    hole = _disc(shape, 100, 110, 20)  # 20 px = 160 µm radius: 80 000 µm², above min_hole_um2
+    truth = _disc(shape, 100, 110, 60) & ~hole
+    mask = segment_tissue(_image(shape, truth), MPP)
+    assert mask.dtype == bool and mask.shape == shape
+    assert _iou(mask, truth) > 0.9
+    assert not mask[_disc(shape, 100, 110, 15)].any()  # the hole's core is not tissue
+    assert mask[hole].mean() < 0.2
+
+
+def test_blank_image_gives_an_empty_mask():
+    shape = (150, 150)
+    assert not segment_tissue(_image(shape, np.zeros(shape, bool)), MPP).any()
+    assert not segment_tissue(np.full((*shape, 3), 255, np.uint8), MPP).any()
+
+
+def test_specks_are_dropped_and_small_holes_filled():
+    shape = (200, 260)
+    params = TissueParams()
+    big = _disc(shape, 100, 90, 60)
+    small_hole = _disc(shape, 100, 90, 3)  # ~28 px × 64 µm² ≈ 1 800 µm² < min_hole_um2
+    speck = _disc(shape, 100, 220, 6)  # ~113 px × 64 µm² ≈ 7 200 µm² < min_area_um2
+    assert small_hole.sum() * MPP**2 < params.min_hole_um2 and speck.sum() * MPP**2 < params.min_area_um2
+    mask = segment_tissue(_image(shape, (big & ~small_hole) | speck), MPP, params)
+    assert not mask[_disc(shape, 100, 220, 10)].any()  # the speck is gone
+    assert mask[small_hole].all()  # the small hole is filled
+    assert _iou(mask, big) > 0.9
+
+
+def test_dark_artefacts_are_not_tissue():
+    shape = (200, 260)
+    tissue = _disc(shape, 100, 80, 55)
+    pen = _disc(shape, 100, 200, 40)  # saturated but nearly black: pen mark, not stain
+    img = _image(shape, tissue)
+    img[pen] = (20, 10, 30)
+    mask = segment_tissue(img, MPP)
+    assert not mask[pen].any()
+    assert _iou(mask, tissue) > 0.9
+
+
+def test_mask_scale_follows_mpp():
+    """The same physical piece is kept or dropped the same way at two resolutions."""
+    params = TissueParams()
+    radius_um = 100.0  # area 31 400 µm² < min_area_um2 (50 000): dropped at any resolution
+    for mpp in (4.0, 8.0):
+        shape = (int(600 / mpp),) * 2
+        r = radius_um / mpp
+        small = _disc(shape, shape[0] / 2, shape[1] / 2, r)
+        assert not segment_tissue(_image(shape, small), mpp, params).any()
+        large = _disc(shape, shape[0] / 2, shape[1] / 2, 2 * r)  # 125 600 µm²: kept
+        assert _iou(segment_tissue(_image(shape, large), mpp, params), large) > 0.85
+
+
+def _shapes() -> np.ndarray:
+    """A ring with an island in its hole, a rectangle touching the border and an L shape."""
+    shape = (200, 240)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    r = np.hypot(yy - 100, xx - 110)
+    mask = ((r <= 60) & (r > 25)) | (r <= 10)
+    mask[0:30, 0:45] = True
+    mask[150:195, 190:200] = True
+    mask[185:195, 170:235] = True
+    return mask
+
+
+@pytest.mark.parametrize("downsample", [1.0, 4.0, 16.0, 15.37])
+def test_polygons_round_trip_to_the_same_mask(downsample):
+    mask = _shapes()
+    polygons = mask_to_polygons(mask, downsample)
+    assert len(polygons) == 4  # ring (with its hole), island, rectangle, L
+    assert sorted(len(p) for p in polygons) == [1, 1, 1, 2]
+    back = polygons_to_mask(polygons, mask.shape, downsample)
+    np.testing.assert_array_equal(back, mask)
+
+
+def test_polygons_are_closed_rings_in_level0_pixels():
+    mask = np.zeros((50, 60), bool)
+    mask[10:20, 30:45] = True  # rows 10..19, columns 30..44 at downsample 16
+    (rings,) = mask_to_polygons(mask, 16.0)
+    outer = np.asarray(rings[0])
+    assert (outer[0] == outer[-1]).all()  # GeoJSON rings are closed
+    # vertices are the centres of the corner pixels, in level-0 px
+    assert outer[:, 0].min() == pytest.approx((30 + 0.5) * 16) and outer[:, 0].max() == pytest.approx((44 + 0.5) * 16)
+    assert outer[:, 1].min() == pytest.approx((10 + 0.5) * 16) and outer[:, 1].max() == pytest.approx((19 + 0.5) * 16)
+
+
+def test_empty_mask_has_no_polygons():
+    assert mask_to_polygons(np.zeros((20, 20), bool), 4.0) == []
+    assert not polygons_to_mask([], (20, 20), 4.0).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# whole slides
+
+
+def test_segment_slide_on_a_generated_slide(processed, blank_slide_id):
+    sid = next(s for s in processed["tissue_meta"] if s != blank_slide_id)
+    meta = processed["tissue_meta"][sid]
+    assert meta["status"] == "ok" and meta["reason"] == ""
+    assert (meta["width"], meta["height"]) == (1024, 768) and meta["mpp"] == pytest.approx(0.5)
+    polygons, stored = read_tissue(processed["tissue"] / f"{sid}.geojson")
+    assert stored == json.loads(json.dumps(meta))
+    assert polygons
+    points = np.concatenate([np.asarray(ring) for rings in polygons for ring in rings])
+    assert (points >= 0).all()
+    assert (points[:, 0] <= meta["width"]).all() and (points[:, 1] <= meta["height"]).all()
+    # the polygons cover the slide's non-glass area (judged independently at pyramid level 1)
+    with open_slide(meta["path"]) as slide:
+        level1 = read_region_rgb(slide, 0, 0, 1, slide.level_dimensions[1])
+        ds1 = slide.level_downsamples[1]
+    smooth = ndimage.uniform_filter(level1.astype(float), (5, 5, 1))
+    not_glass = ~((smooth.min(-1) > 215) & (smooth.max(-1) - smooth.min(-1) < 20))
+    mask = polygons_to_mask(polygons, level1.shape[:2], ds1)
+    assert _iou(mask, not_glass) > 0.75
+    # the recorded area is that of the polygons
+    ds = meta["thumbnail_downsample"]
+    thumb_mask = polygons_to_mask(polygons, (round(meta["height"] / ds), round(meta["width"] / ds)), ds)
+    assert meta["tissue_area_mm2"] == pytest.approx(thumb_mask.sum() * (meta["mpp"] * ds) ** 2 / 1e6, abs=1e-4)
+    png = cv2.imread(str(processed["tissue"] / f"{sid}.png"))
+    assert png.shape[:2] == thumb_mask.shape
+
+
+def test_every_generated_slide_has_a_status(processed, blank_slide_id):
+    statuses = {sid: m["status"] for sid, m in processed["tissue_meta"].items()}
+    assert statuses.pop(blank_slide_id) == "skipped"
+    assert set(statuses.values()) == {"ok"}
+
+
+def test_blank_slide_is_skipped(processed, blank_slide_id):
+    polygons, meta = read_tissue(processed["tissue"] / f"{blank_slide_id}.geojson")
+    assert meta["status"] == "skipped" and meta["reason"]
+    assert polygons == [] and meta["tissue_area_mm2"] == 0
+
+
+def test_corrupt_slide_is_recorded_as_failed_without_raising(tmp_path):
+    path = tmp_path / "TCGA-XX-0000-01Z-00-DX1.BROKEN.svs"
+    path.write_bytes(np.random.default_rng(0).bytes(10_000))
+    meta = segment_slide(path, tmp_path / "out.geojson", tmp_path / "out.png")
+    assert meta["status"] == "failed"
+    assert str(path) in meta["reason"]
+    assert meta["slide_id"] == "TCGA-XX-0000-01Z-00-DX1.BROKEN"
+    polygons, stored = read_tissue(tmp_path / "out.geojson")
+    assert polygons == [] and stored["status"] == "failed" and stored["reason"] == meta["reason"]
+    assert cv2.imread(str(tmp_path / "out.png")) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, "out.geojson", "out.png"])
+
+
+def _tiff_with_disc(path, shape=(768, 1024)):
+    tissue = _disc(shape, 384, 500, 350)  # 175 µm radius at 0.5 µm/px: 96 000 µm²
+    tifffile.imwrite(path, _image(shape, tissue), tile=(256, 256), photometric="rgb")
+    return tissue
+
+
+def test_slide_without_mpp_fails_unless_a_fallback_is_given(tmp_path):
+    path = tmp_path / "no_mpp.tif"
+    _tiff_with_disc(path)
+    meta = segment_slide(path, tmp_path / "a.geojson", tmp_path / "a.png")
+    assert meta["status"] == "failed" and "no resolution" in meta["reason"] and str(path) in meta["reason"]
+    meta = segment_slide(path, tmp_path / "b.geojson", tmp_path / "b.png", mpp_fallback=0.5)
+    assert meta["status"] == "ok" and meta["mpp"] == 0.5
+
+
+def test_thumbnail_resolution_is_physical(tmp_path):
+    """The same slide declared at twice the µm/px gets a thumbnail of twice the px: same µm/px."""
+    path = tmp_path / "disc.tif"
+    truth = _tiff_with_disc(path)
+    areas = {}
+    for mpp in (0.5, 1.0):
+        meta = segment_slide(path, tmp_path / f"{mpp}.geojson", tmp_path / f"{mpp}.png", mpp_fallback=mpp)
+        assert meta["status"] == "ok"
+        assert meta["thumbnail_downsample"] == pytest.approx(TissueParams().thumbnail_mpp / mpp, rel=0.02)
+        areas[mpp] = meta["tissue_area_mm2"]
+        expected = truth.sum() * mpp**2 / 1e6
+        assert areas[mpp] == pytest.approx(expected, rel=0.1)
+    assert areas[1.0] == pytest.approx(4 * areas[0.5], rel=0.1)
+
+
+def test_thumbnail_of_slide_matches_segmentation_input(processed, blank_slide_id):
+    """The mask behind the polygons is the segmentation of the slide's thumbnail."""
+    sid = next(s for s in processed["tissue_meta"] if s != blank_slide_id)
+    meta = processed["tissue_meta"][sid]
+    with open_slide(meta["path"]) as slide:
+        thumb, ds = read_thumbnail(slide, meta["mpp"], TissueParams().thumbnail_mpp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = segment_tissue(thumb, meta["mpp"] * ds)
+    polygons, _ = read_tissue(processed["tissue"] / f"{sid}.geojson")
+    np.testing.assert_array_equal(polygons_to_mask(polygons, thumb.shape[:2], ds), expected)
