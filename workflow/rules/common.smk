@@ -1,5 +1,7 @@
 # Reads each cohort's sample sheet and manifest, validates them and the config, and gives the
 # other rules their inputs.
+import os
+
 from snakemake.utils import validate
 
 from preprocessing.inventory import read_inventory, rna_files_of, slides_of
@@ -33,6 +35,20 @@ def cohort_config(wildcards):
 
 def slide_path(wildcards):
     return SLIDES[wildcards.cohort].loc[wildcards.slide, "path"]
+
+
+def slide_mpp_override(wildcards):
+    """µm/px for a slide whose metadata lacks it: the sample sheet's ``mpp`` column, else the cohort's."""
+    slide = SLIDES[wildcards.cohort].loc[wildcards.slide]
+    if "mpp" in slide and str(slide["mpp"]).strip() not in ("", "nan", "None"):
+        return float(slide["mpp"])
+    return cohort_config(wildcards).get("mpp_fallback")
+
+
+def external_coords(wildcards):
+    """An existing CLAM or TRIDENT coordinate file for the slide (config tiling.coords_from)."""
+    pattern = config["tiling"].get("coords_pattern", "{slide}.h5")
+    return os.path.join(config["tiling"]["coords_from"], pattern.format(slide=wildcards.slide))
 
 
 def rna_paths(wildcards):

@@ -1,16 +1,40 @@
-rule tiling:
-    input:
-        tissue=rules.tissue.output.geojson,
-    output:
-        h5=f"{RESULTS}/{{cohort}}/patches/{{slide}}.h5",
-    log:
-        f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
-    message:
-        "Tiling {wildcards.slide} at {params.tiling[target_mpp]} µm/px"
-    params:
-        tiling=config["tiling"],
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/tiling.py"
+if config["tiling"].get("coords_from"):
+
+    rule tiling:
+        input:
+            tissue=rules.tissue.output.geojson,
+            tissue_png=rules.tissue.output.png,
+            coords=lambda wildcards: external_coords(wildcards),
+        output:
+            h5=f"{RESULTS}/{{cohort}}/patches/{{slide}}.h5",
+            png=f"{RESULTS}/{{cohort}}/patches/{{slide}}.png",
+        log:
+            f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
+        message:
+            "Taking patch coordinates of {wildcards.slide} from {input.coords}"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/import_coords.py"
+
+else:
+
+    rule tiling:
+        input:
+            tissue=rules.tissue.output.geojson,
+            tissue_png=rules.tissue.output.png,
+        output:
+            h5=f"{RESULTS}/{{cohort}}/patches/{{slide}}.h5",
+            png=f"{RESULTS}/{{cohort}}/patches/{{slide}}.png",
+        log:
+            f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
+        message:
+            "Tiling {wildcards.slide} at {params.tiling[target_mpp]} µm/px"
+        params:
+            tiling={k: v for k, v in config["tiling"].items() if k not in ("coords_from", "coords_pattern")},
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../scripts/tiling.py"

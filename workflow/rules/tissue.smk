@@ -10,7 +10,7 @@ rule tissue:
         "Segmenting tissue of {wildcards.slide}"
     params:
         tissue=config["tissue"],
-        mpp_fallback=lambda wildcards: cohort_config(wildcards).get("mpp_fallback"),
+        mpp_fallback=slide_mpp_override,
     resources:
         mem_mb=2000,
         runtime=10,
