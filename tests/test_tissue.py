@@ -227,3 +227,86 @@ def test_thumbnail_of_slide_matches_segmentation_input(processed, blank_slide_id
         expected = segment_tissue(thumb, meta["mpp"] * ds)
     polygons, _ = read_tissue(processed["tissue"] / f"{sid}.geojson")
     np.testing.assert_array_equal(polygons_to_mask(polygons, thumb.shape[:2], ds), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# marker ink and dust
+
+
+BLUE_INK, GREEN_INK, BLACK_INK = (40, 70, 170), (50, 150, 85), (25, 25, 30)  # light each ink lets through
+
+
+def _ink(img: np.ndarray, where: np.ndarray, ink) -> np.ndarray:
+    """Ink absorbs: what lies beneath is multiplied by the light it lets through."""
+    out = img.astype(np.float32)
+    out[where] *= np.float32(ink) / 255
+    return out.round().astype(np.uint8)
+
+
+def _band(shape, x0, x1):
+    band = np.zeros(shape, bool)
+    band[:, x0:x1] = True
+    return band
+
+
+@pytest.mark.parametrize("ink", [BLUE_INK, GREEN_INK, BLACK_INK], ids=["blue", "green", "black"])
+def test_pen_stroke_across_tissue_is_cut_out_without_a_rim(ink):
+    shape = (200, 260)
+    tissue = _disc(shape, 100, 110, 70)
+    stroke = _band(shape, 100, 125)  # 25 px = 200 µm wide, from glass over tissue to glass
+    mask = segment_tissue(_ink(_image(shape, tissue), stroke, ink), MPP)
+    assert not mask[stroke].any()
+    assert _iou(mask, tissue & ~stroke) > 0.93
+    # on the glass beside the stroke (above and below the disc) nothing is found: no rim
+    assert not mask[~_disc(shape, 100, 110, 73)].any()
+
+
+def test_pen_on_glass_only_gives_no_tissue():
+    shape = (200, 260)
+    img = _ink(_image(shape, np.zeros(shape, bool)), _band(shape, 60, 100), BLUE_INK)
+    img = _ink(img, _band(shape, 150, 190), GREEN_INK)
+    assert not segment_tissue(img, MPP).any()
+    # without pen removal the saturated ink would be taken for tissue
+    assert segment_tissue(img, MPP, TissueParams(remove_pen=False)).any()
+
+
+def test_he_colours_are_never_ink():
+    """Eosin pinks and hematoxylin purples (green below red) are kept, however dark or saturated."""
+    from preprocessing.tissue import marker_mask
+
+    colours = [(230, 150, 190), (205, 130, 185), (90, 40, 130), (150, 85, 155), (120, 80, 160),
+               (240, 200, 220), (180, 60, 110)]
+    img = np.array(colours, np.uint8)[None].repeat(20, 0).repeat(20, 1)
+    assert not marker_mask(img, MPP).any()
+    inks = np.array([BLUE_INK, GREEN_INK, BLACK_INK], np.uint8)[None].repeat(20, 0).repeat(20, 1)
+    assert marker_mask(inks, MPP).all()
+
+
+def test_ink_splits_a_piece_without_making_specks_of_it():
+    """A stroke near the edge of a piece leaves a slice smaller than min_area_um2: still tissue."""
+    shape = (200, 260)
+    tissue = _disc(shape, 100, 110, 70)
+    stroke = _band(shape, 150, 165)
+    sliver = tissue & _band(shape, 168, 260)
+    assert sliver.sum() * MPP**2 < TissueParams().min_area_um2
+    mask = segment_tissue(_ink(_image(shape, tissue), stroke, BLUE_INK), MPP)
+    assert mask[_disc(shape, 100, 174, 3)].all()  # the core of the slice beyond the stroke
+    assert not mask[stroke].any()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_model_segmenter_on_an_image(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Pink(torch.nn.Module):  # logits: red minus green, large on the pink disc
+        def forward(self, x):
+            return ((x[:, 0:1] - x[:, 1:2]) - 0.15) * 50
+
+    path = tmp_path / "pink.pt"
+    torch.jit.script(Pink()).save(str(path))
+    shape = (200, 240)
+    truth = _disc(shape, 100, 110, 60) & ~_disc(shape, 100, 110, 20)
+    params = TissueParams(method="model", checkpoint=str(path))
+    assert _iou(segment_tissue(_image(shape, truth), MPP, params), truth) > 0.95
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        segment_tissue(_image(shape, truth), MPP, TissueParams(method="model", checkpoint=str(tmp_path / "missing.pt")))
