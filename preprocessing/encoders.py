@@ -99,7 +99,8 @@ ENCODERS: dict[str, EncoderSpec] = {
     # Released as a transformers Dinov2Model (CLS of last_hidden_state); its keys are renamed on load.
     "phikon-v2": EncoderSpec("vit_large_patch16_224", 1024,
                              timm_kwargs={**_VIT_224, "patch_size": 16, "init_values": 1e-5},
-                             source="huggingface.co/owkin/phikon-v2; arXiv:2409.09173; TRIDENT Phikonv2InferenceEncoder"),
+                             source="huggingface.co/owkin/phikon-v2; arXiv:2409.09173; "
+                                    "TRIDENT Phikonv2InferenceEncoder"),
 }
 
 
@@ -193,9 +194,10 @@ _HF_BLOCK_PARTS = {
     "mlp.fc1.": "mlp.fc1.", "mlp.fc2.": "mlp.fc2.",
 }
 _HF_TOP = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed",
-           "embeddings.register_tokens": "reg_token", "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-           "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias", "layernorm.weight": "norm.weight",
-           "layernorm.bias": "norm.bias"}
+           "embeddings.register_tokens": "reg_token",
+           "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+           "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+           "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias"}
 
 
 def dinov2_hf_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -298,5 +300,6 @@ def build_encoder(name: str, weights: str | os.PathLike | None = None, seed: int
         model = build_architecture(name)
         weights_id = f"random:seed={seed}"
     else:
-        raise ValueError(f"encoder {name!r} needs a local weights file (config features.weights); nothing is downloaded")
+        raise ValueError(f"encoder {name!r} needs a local weights file (config features.weights); "
+                         "nothing is downloaded")
     return model.eval(), weights_id

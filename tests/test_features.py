@@ -3,6 +3,7 @@ per-slide Zarr stores that are complete, reproducible and aligned with the patch
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -220,3 +221,151 @@ def test_existing_store_is_replaced(processed, tissue_slide, tmp_path):
     assert root["features"].dtype == np.float32
     np.testing.assert_allclose(root["features"][:], read_features(processed["features"] / f"{tissue_slide}.zarr")[0],
                                rtol=1e-2, atol=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# incremental writing, resuming, and feature files of other tools
+
+
+def test_rows_are_written_in_chunks_of_whole_batches(processed, tissue_slide, tmp_path):
+    out = tmp_path / "chunked.zarr"
+    extract_features(processed["slide_paths"][tissue_slide], processed["patches"] / f"{tissue_slide}.h5", out,
+                     batch_size=2, chunk_rows=3)  # rounded up to 4: two batches
+    root = zarr.open_group(str(out), mode="r")
+    n = root["features"].shape[0]
+    assert n > 4 and root["features"].chunks == (4, 512)
+    assert len(list((out / "features").rglob("c/*/*"))) == -(-n // 4)  # one file per chunk
+    np.testing.assert_allclose(root["features"][:].astype(np.float32),
+                               read_features(processed["features"] / f"{tissue_slide}.zarr")[0].astype(np.float32),
+                               rtol=1e-2, atol=1e-3)  # other batch boundaries: equal up to float16 rounding
+    assert "_rows_done" not in root.attrs and "_fingerprint" not in root.attrs
+
+
+def test_partial_store_of_other_settings_is_not_resumed(processed, tissue_slide, tmp_path):
+    from preprocessing.features import partial_path
+
+    out = tmp_path / "s.zarr"
+    stale = zarr.open_group(str(partial_path(out)), mode="w")
+    stale.create_array("features", data=np.full((4, 512), 7, np.float16))
+    stale.attrs.update({"_fingerprint": {"encoder": "demo-cnn", "batch_size": 999}, "_rows_done": 4})
+    extract_features(processed["slide_paths"][tissue_slide], processed["patches"] / f"{tissue_slide}.h5", out,
+                     batch_size=16)
+    assert _files(out) == _files(processed["features"] / f"{tissue_slide}.zarr")
+    assert not partial_path(out).exists()
+
+
+@pytest.mark.parametrize("layout", ["clam", "trident"])
+def test_feature_h5_files_of_clam_and_trident(tmp_path, layout):
+    from preprocessing.features import read_feature_h5
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(5, 1024)).astype(np.float32)
+    coords = np.array([[0, 0], [256, 0], [512, 0], [0, 256], [256, 256]], np.int64)
+    path = tmp_path / f"{layout}.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=feats if layout == "clam" else feats[None])  # TRIDENT: 1×N×D
+        d = f.create_dataset("coords", data=coords)
+        d.attrs.update({"patch_size": 256, "patch_level": 0} if layout == "clam" else
+                       {"patch_size": 256, "patch_size_level0": 512, "target_magnification": 20})
+        f.attrs["encoder"] = "uni_v1"
+    for read in (read_feature_h5, read_features):  # read_features takes .h5 files too
+        got, got_coords, attrs = read(path)
+        np.testing.assert_array_equal(got, feats)
+        np.testing.assert_array_equal(got_coords, coords)
+        assert attrs["patch_size"] == 256 and attrs["encoder"] == "uni_v1" and attrs["n_patches"] == 5
+        assert attrs["dim"] == 1024 and attrs["source"] == str(path)
+    if layout == "trident":
+        assert attrs["patch_size_level0"] == 512
+
+
+def test_feature_h5_that_does_not_match_is_refused(tmp_path):
+    from preprocessing.features import read_feature_h5
+
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=np.zeros((3, 8), np.float32))
+        f.create_dataset("coords", data=np.zeros((4, 2), np.int64))
+    with pytest.raises(ValueError, match="bad.h5.*4 coordinates"):
+        read_feature_h5(path)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=np.zeros((3, 8), np.float32))
+    with pytest.raises(ValueError, match="bad.h5.*'coords'"):
+        read_feature_h5(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading patches
+
+
+def _compare_tiles_with_openslide(path, rng, sizes=(224, 256, 300), n=20):
+    from preprocessing.features import JpegTiles
+    from preprocessing.slides import open_slide, read_region_rgb
+
+    compared = 0
+    with open_slide(path) as slide:
+        for level in range(slide.level_count):
+            ds = int(slide.level_downsamples[level])
+            w, h = slide.level_dimensions[level]
+            tiles = JpegTiles(str(path), (w, h))
+            for size in sizes:
+                for _ in range(n):
+                    x, y = (int(rng.integers(0, max(1, w - size))), int(rng.integers(0, max(1, h - size))))
+                    mine = tiles.read(x, y, size)
+                    if mine is None:
+                        assert x + size > w or y + size > h
+                        continue
+                    np.testing.assert_array_equal(mine, read_region_rgb(slide, x * ds, y * ds, level, (size, size)))
+                    compared += 1
+            assert tiles.read(w - 10, 0, 64) is None  # leaves the image: OpenSlide's job
+            tiles.close()
+    return compared
+
+
+def test_direct_tile_reads_equal_openslide(processed, tissue_slide):
+    """Unaligned regions spanning up to four JPEG tiles, on every pyramid level."""
+    assert _compare_tiles_with_openslide(processed["slide_paths"][tissue_slide], np.random.default_rng(0)) > 30
+
+
+def test_direct_tile_reads_equal_openslide_on_a_real_aperio_slide(real_slide):
+    """CMU-1's Aperio JPEG tiles (240 px, photometric RGB) byte for byte."""
+    assert _compare_tiles_with_openslide(real_slide, np.random.default_rng(1)) >= 50
+
+
+def test_patches_are_the_same_with_and_without_direct_reads(processed, tissue_slide):
+    from preprocessing.features import SlidePatches, read_plan
+
+    coords, attrs = read_coords(processed["patches"] / f"{tissue_slide}.h5")
+    coords = np.concatenate([coords, coords[:3] + 37])  # and a few off the tile grid
+    path = processed["slide_paths"][tissue_slide]
+    level, read_size = read_plan(path, int(attrs["patch_size_level0"]), 224)
+    direct = SlidePatches(path, coords, level, read_size, 224)
+    slow = SlidePatches(path, coords, level, read_size, 224, direct=False)
+    for i in range(len(coords)):
+        assert torch.equal(direct[i], slow[i])
+    assert direct._tiles is not None and slow._tiles is None  # the direct path was taken
+
+
+def test_transparent_pixels_become_white():
+    from PIL import Image
+
+    from preprocessing.features import rgb_of
+
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., :3] = 90
+    rgba[..., 3] = 255
+    opaque = rgb_of(Image.fromarray(rgba, "RGBA"))
+    assert opaque.shape == (4, 5, 3) and (opaque == 90).all()
+    rgba[0, 0] = (0, 0, 0, 0)  # outside the scanned area (OpenSlide: premultiplied, so black)
+    rgba[1, 1, 3] = 128  # half transparent: left as it is
+    rgb = rgb_of(Image.fromarray(rgba, "RGBA"))
+    assert (rgb[0, 0] == 255).all() and (rgb[1, 1] == 90).all() and (rgb[2:] == 90).all()
+
+
+def test_readers_default_to_the_main_process_on_a_cpu_and_to_spare_cores_on_a_gpu(monkeypatch):
+    from preprocessing.features import default_workers
+
+    assert default_workers(torch.device("cpu")) == 0  # workers would take cores from the encoder
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert default_workers(torch.device("cuda")) == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert default_workers(torch.device("cuda")) == 2

@@ -17,6 +17,7 @@ rule features:
     resources:
         mem_mb=4000,
         runtime=60,
-        num_workers=1,
+        # num_workers (DataLoader readers) defaults to 0 on a CPU and cores - 1 (≤ 8) with a GPU;
+        # a profile can set it: set-resources: features: num_workers: 7
     script:
         "../scripts/features.py"

@@ -7,5 +7,5 @@ torch.set_num_threads(snakemake.threads)
 with job_log(snakemake.log[0]):
     extract_features(snakemake.input.slide, snakemake.input.coords, snakemake.output.zarr,
                      encoder=snakemake.wildcards.encoder, weights=snakemake.params.weights,
-                     batch_size=snakemake.params.batch_size, num_workers=snakemake.resources.num_workers,
+                     batch_size=snakemake.params.batch_size, num_workers=snakemake.resources.get("num_workers"),
                      dtype=snakemake.params.dtype, seed=snakemake.params.seed)

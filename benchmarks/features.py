@@ -1,0 +1,290 @@
+"""Feature stage throughput and memory on generated Aperio slides.
+
+    .venv/bin/python benchmarks/features.py [--encoder demo-cnn resnet50] [--size 10000] [--large 60000]
+        [--limit 0 256] [--batch 64] [--workers 0 1] [--threads 2] [--repeats 3] [--rss-patches 1500]
+
+For each encoder and each (torch threads, DataLoader workers) setting it prints, in one run:
+
+* ``full``: patches/s of the whole stage, slide → Zarr (build the encoder, open the slide, read,
+  resize, normalise, encode, write, rename), i.e. one :func:`extract_features` call;
+* ``forward``: patches/s of the same encoder on tensors already in memory, same batch size and
+  patch count;
+* ``ratio`` = full / forward (target on a 2-core CPU: ≥ 0.9).
+
+Every measurement runs in a fresh process, as a Snakemake job encodes one slide (a process that
+already ran the encoder has a large heap, which forked DataLoader workers would share
+copy-on-write and make the parent copy page by page).  Both are timed ``--repeats`` times,
+interleaved, and the best of each is reported (the median in brackets), so that other load on
+the machine hits both alike.  ``--limit`` caps the patches per encoder (the first K coordinates
+of the real slide; resnet50 does ~50 patches/s on 2 cores).
+
+Then peak RSS of one extraction on the small (``--size``²) and the large (``--large``²) slide,
+each in a fresh process, with the same number of patches (``--rss-patches``, spread over the
+whole slide; 0 = all): the main process (``ru_maxrss``) and main + DataLoader workers (sampled
+every 50 ms), and the growth in % (target ≤ 20 %).  Rows are written chunk by chunk, so memory
+does not grow with the patch count.
+
+Slides are written tile by tile (JPEG q90, 256-px tiles, pyramid levels 1, 4, 16 with the
+Aperio layout of :func:`preprocessing.demo.write_svs`), from a bank of 16 rendered H&E-like tiles,
+and cached in ``--cache``.  Encoders other than demo-cnn get seeded random weights saved to a
+local file: throughput does not depend on the values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from preprocessing.demo import APERIO_HEAD, render_slide  # noqa: E402
+from preprocessing.encoders import ENCODERS, build_architecture, build_encoder  # noqa: E402
+from preprocessing.features import extract_features, keep_freed_memory, read_features  # noqa: E402
+from preprocessing.tiling import write_coords  # noqa: E402
+
+TILE = 256
+MPP = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# slides
+
+
+def tile_bank(n: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """``n`` H&E-like 256² tiles cut from one rendered image."""
+    side = TILE * int(np.ceil(np.sqrt(n)))
+    rgb, _ = render_slide(np.random.default_rng(seed), (side, side), MPP, 0.5)
+    k = side // TILE
+    return [np.ascontiguousarray(rgb[i * TILE:(i + 1) * TILE, j * TILE:(j + 1) * TILE]) for i in range(k)
+            for j in range(k)][:n]
+
+
+def write_big_svs(path: Path, side: int, quality: int = 90) -> None:
+    """A ``side``² px Aperio SVS at 0.5 µm/px written tile by tile (memory independent of ``side``).
+    Pyramid levels reuse the tile bank: they have the right sizes, not a true downsample."""
+    bank = tile_bank()
+
+    def tiles(width: int, height: int):
+        for ty in range(-(-height // TILE)):
+            for tx in range(-(-width // TILE)):
+                yield bank[(ty * 7 + tx * 13) % len(bank)]
+
+    dims = f"{side}x{side} [0,0 {side}x{side}]"
+    meta = (f"|AppMag = 20|StripeWidth = 2040|ScanScope ID = SS1234|Filename = bench{side}|MPP = {MPP!r}"
+            f"|OriginalWidth = {side}|OriginalHeight = {side}")
+    opts = dict(photometric="rgb", compression="jpeg", compressionargs={"level": quality}, metadata=None,
+                software=False)
+    thumb = np.full((side // 64, side // 64, 3), 230, np.uint8)
+    tmp = path.with_name(path.name + ".tmp")
+    with tifffile.TiffWriter(tmp, bigtiff=side > 30000) as tif:
+        tif.write(tiles(side, side), shape=(side, side, 3), dtype=np.uint8, tile=(TILE, TILE),
+                  description=f"{APERIO_HEAD}{dims} ({TILE}x{TILE}) JPEG/RGB Q={quality}{meta}", **opts)
+        tif.write(thumb, description=f"{APERIO_HEAD}{side}x{side} -> {thumb.shape[1]}x{thumb.shape[0]} - {meta}",
+                  **opts)
+        for ds in (4, 16):
+            s = side // ds
+            tif.write(tiles(s, s), shape=(s, s, 3), dtype=np.uint8, tile=(TILE, TILE),
+                      description=f"{APERIO_HEAD}{dims} -> {s}x{s} JPEG/RGB Q={quality}", **opts)
+    tmp.replace(path)
+
+
+def slide_and_coords(cache: Path, side: int) -> tuple[Path, np.ndarray]:
+    """The cached slide of ``side``² px and the level-0 corners of all its whole 256-px patches, row-major."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"bench-{side}.svs"
+    if not path.exists():
+        t = time.perf_counter()
+        write_big_svs(path, side)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f} s", flush=True)
+    xs = np.arange(0, side - TILE + 1, TILE)
+    gx, gy = np.meshgrid(xs, xs)
+    return path, np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def coords_h5(path: Path, coords: np.ndarray, side: int) -> Path:
+    write_coords(path, coords, {"width": side, "height": side, "mpp": MPP, "slide_id": path.stem},
+                 patch_size=TILE, size0=TILE, target_mpp=MPP)
+    return path
+
+
+def weights_for(encoder: str, cache: Path) -> Path | None:
+    """None for the demo encoder; else a cached file of seeded random weights (safetensors)."""
+    if ENCODERS[encoder].random_weights_allowed:
+        return None
+    from safetensors.torch import save_file
+
+    path = cache / f"random-{encoder}.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = build_architecture(encoder)
+        save_file({k: v.contiguous() for k, v in getattr(model, "backbone", model).state_dict().items()}, str(path))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# timings, each in a fresh process (as a Snakemake job runs one slide)
+
+
+def forward_only(encoder: str, weights: Path | None, n: int, batch: int) -> float:
+    """Patches/s of the encoder alone on normalised channels-last tensors already in memory,
+    ``n`` patches in batches of ``batch`` (the last one partial, as in the full stage)."""
+    spec = ENCODERS[encoder]
+    model, _ = build_encoder(encoder, weights)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, spec.input_size, spec.input_size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for i in range(0, n, batch):
+            model(x[: min(batch, n - i)])
+    return n / (time.perf_counter() - start)
+
+
+class PeakRss:
+    """Largest sum of RSS over this process and its children (DataLoader workers), sampled every
+    50 ms in a thread; ``ru_maxrss`` alone cannot see workers (``import torch`` already starts a
+    500 MB child of its own)."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+        me = psutil.Process()
+
+        def sample():
+            while not self._stop.wait(0.05):
+                try:
+                    procs = [me, *me.children(recursive=True)]
+                    self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+                except psutil.Error:
+                    pass
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this fresh process; prints a JSON line."""
+    kind, slide, h5, out, weights, n = args.child
+    torch.set_num_threads(args.threads[0])
+    keep_freed_memory()  # as extract_features does on the CPU, so that forward-only runs alike
+    weights = weights or None
+    if kind == "forward":
+        print(json.dumps({"rate": forward_only(args.encoder[0], weights, int(n), args.batch)}))
+        return
+    with PeakRss() if kind == "rss" else nullcontext() as rss:  # the sampler costs CPU: not in timed runs
+        start = time.perf_counter()
+        meta = extract_features(slide, h5, out, encoder=args.encoder[0], weights=weights, batch_size=args.batch,
+                                num_workers=args.workers[0])
+        seconds = time.perf_counter() - start
+    rows = len(read_features(out)[0])
+    assert rows == meta["n_patches"] == int(n)
+    print(json.dumps({"rate": rows / seconds, "main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "total": rss.peak if rss else None}))
+
+
+def measure(kind: str, encoder: str, threads: int, workers: int, batch: int, slide: Path, h5: Path, out: Path,
+            weights: Path | None, n: int) -> dict:
+    run = subprocess.run([sys.executable, __file__, "--encoder", encoder, "--threads", str(threads), "--workers",
+                          str(workers), "--batch", str(batch), "--child", kind, str(slide), str(h5), str(out),
+                          str(weights or ""), str(n)], capture_output=True, text=True, cwd=ROOT)
+    if run.returncode:
+        raise RuntimeError(run.stderr[-3000:])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", nargs="+", default=["demo-cnn", "resnet50"])
+    p.add_argument("--size", type=int, default=10_000, help="side of the small slide, px")
+    p.add_argument("--large", type=int, default=60_000, help="side of the large slide (RSS only), px; 0: skip")
+    p.add_argument("--limit", type=int, nargs="+", default=[0, 256],
+                   help="patches per encoder (first K coordinates; 0 = all), one value or one per encoder")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rss-patches", type=int, default=1500, help="patches of each RSS run, spread over the slide")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/healnet-bench"))
+    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+
+    slide, coords = slide_and_coords(args.cache, args.size)
+    limits = args.limit if len(args.limit) == len(args.encoder) else args.limit[:1] * len(args.encoder)
+    work = args.cache / "run"
+    rows = []
+    for encoder, limit in zip(args.encoder, limits):
+        weights = weights_for(encoder, args.cache)
+        chosen = coords[:limit] if limit else coords
+        h5 = coords_h5(work / f"{encoder}-{len(chosen)}.h5", chosen, args.size)
+        for threads in args.threads:
+            for workers in args.workers:
+                full, fwd = [], []
+                for _ in range(args.repeats):  # interleaved, so background load hits both alike
+                    common = (encoder, threads, workers, args.batch, slide, h5, work / "out.zarr", weights, len(chosen))
+                    fwd.append(measure("forward", *common)["rate"])
+                    full.append(measure("full", *common)["rate"])
+                rows.append((encoder, len(chosen), threads, workers, max(full), statistics.median(full), max(fwd),
+                             statistics.median(fwd)))
+                print(f"  {encoder} threads={threads} workers={workers}: full {max(full):.1f} forward {max(fwd):.1f} "
+                      "patches/s", flush=True)
+
+    print(f"\nthroughput, {args.size}² px slide at {MPP} µm/px, batch {args.batch}, best of {args.repeats} "
+          f"(median), patches/s, each run a fresh process")
+    print(f"{'encoder':<10} {'patches':>7} {'threads':>7} {'workers':>7} {'full stage':>16} {'forward only':>16} "
+          f"{'ratio':>13}")
+    for enc, n, th, wk, full, full_med, fwd, fwd_med in rows:
+        print(f"{enc:<10} {n:>7} {th:>7} {wk:>7} {full:>7.1f} ({full_med:>6.1f}) {fwd:>7.1f} ({fwd_med:>6.1f}) "
+              f"{full / fwd:>5.2f} ({full_med / fwd_med:.2f})")
+
+    if args.large:
+        peak_rss_table(args, work)
+
+
+def peak_rss_table(args: argparse.Namespace, work: Path) -> None:
+    """Peak RSS of one extraction on the small and on the large slide, same patch count."""
+    for encoder in args.encoder:
+        threads, workers = args.threads[0], args.workers[0]
+        weights = weights_for(encoder, args.cache)
+        results = []
+        for side in (args.size, args.large):
+            path, all_coords = slide_and_coords(args.cache, side)
+            k = min(args.rss_patches or len(all_coords), len(all_coords))
+            picked = all_coords[np.linspace(0, len(all_coords) - 1, k).round().astype(int)]
+            h5 = coords_h5(work / f"rss-{side}.h5", picked, side)
+            results.append((side, measure("rss", encoder, threads, workers, args.batch, path, h5,
+                                          work / f"rss-{side}.zarr", weights, k)))
+        print(f"\npeak RSS, {encoder}, threads {threads}, workers {workers}, batch {args.batch}, "
+              f"{args.rss_patches or 'all'} patches spread over the slide, fresh process per slide")
+        print(f"{'slide px':>12} {'patches/s':>9} {'main MiB':>9} {'main+workers MiB':>17}")
+        for side, res in results:
+            print(f"{f'{side}²':>12} {res['rate']:>9.1f} {res['main'] / 2**20:>9.0f} {res['total'] / 2**20:>17.0f}")
+        (_, a), (_, b) = results
+        print(f"growth {args.size}² → {args.large}²: main {100 * (b['main'] / a['main'] - 1):+.1f} %, "
+              f"main+workers {100 * (b['total'] / a['total'] - 1):+.1f} % (target ≤ 20 %)")
+
+
+if __name__ == "__main__":
+    main()
