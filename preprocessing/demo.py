@@ -9,11 +9,16 @@ dark-purple "tumour" texture, drawn U(0.05, 0.9)) and a latent ``rna_signal`` (s
 that shifts the expression of :data:`SIGNAL_GENES`.  True risk is
 ``z(tumour_fraction) + rna_signal``; survival times are Weibull with hazard ∝ exp(risk + noise),
 so both modalities are needed to approach the oracle c-index (about 0.8) in ``oracle.json``.
+Copy number carries a weak echo of ``rna_signal`` (the signal genes' segment is gained more often
+when it is high); mutations carry none. Some cases lack CNV, some lack a MAF, independently of
+slides and RNA; one case's MAF holds only silent variants (a row of zeros downstream).
 
 Layout written under ``out_dir`` (GDC layout: every data file at ``{file_id}/{file_name}``)::
 
     {file_id}/TCGA-XX-XXXX-01Z-00-DX1.<UUID>.svs            slides (DX2 = second slide of a case)
     {file_id}/<uuid>.rna_seq.augmented_star_gene_counts.tsv  STAR - Counts, one per case with RNA
+    {file_id}/TCGA-DEMO.<uuid>.ascat3.gene_level_copy_number.v36.tsv  Gene Level Copy Number
+    {file_id}/<uuid>.wxs.aliquot_ensemble_masked.maf.gz       Masked Somatic Mutation (gzipped MAF)
     clinical.tsv          GDC clinical export (missing = '--; some cases on two treatment rows)
     gdc_manifest.txt      id, filename, md5, size, state (one line per slide / RNA file)
     gdc_sample_sheet.tsv  GDC portal sample sheet
@@ -26,6 +31,7 @@ written atomically (temp file in the same directory, then ``os.replace``).
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -67,6 +73,18 @@ SIGNAL_LOADING = 0.7  # natural-log expression shift of a signal gene per SD of 
 RISK_WEIGHTS = (1.5, 1.5)  # a (tumour fraction, standardised) and b (rna_signal)
 TF_RANGE = (0.05, 0.9)
 APERIO_HEAD = "Aperio Image Library v12.0.15 \r\n"
+CNV_COLUMNS = ("gene_id", "gene_name", "chromosome", "start", "end", "copy_number", "min_copy_number",
+               "max_copy_number")
+MAF_COLUMNS = ("Hugo_Symbol", "Entrez_Gene_Id", "Center", "NCBI_Build", "Chromosome", "Start_Position",
+               "End_Position", "Strand", "Variant_Classification", "Variant_Type", "Reference_Allele",
+               "Tumor_Seq_Allele1", "Tumor_Seq_Allele2", "dbSNP_RS", "Tumor_Sample_Barcode",
+               "Matched_Norm_Sample_Barcode", "HGVSp_Short", "Gene", "t_depth", "t_ref_count", "t_alt_count",
+               "n_depth")
+#: Variant classifications drawn for the demo MAFs, with their probabilities.
+MAF_CLASSES = {"Missense_Mutation": 0.45, "Silent": 0.2, "Nonsense_Mutation": 0.05, "Frame_Shift_Del": 0.04,
+               "Frame_Shift_Ins": 0.02, "In_Frame_Del": 0.02, "Splice_Site": 0.03, "3'UTR": 0.07,
+               "Intron": 0.08, "5'Flank": 0.04}
+CNV_TYPE, MAF_TYPE = "Gene Level Copy Number", "Masked Somatic Mutation"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,6 +328,95 @@ def star_counts_tsv(rng: np.random.Generator, genes: pd.DataFrame, rna_signal: f
 
 
 # ----------------------------------------------------------------------------------------------
+# copy number and mutations
+
+
+def gene_positions(genes: pd.DataFrame) -> pd.DataFrame:
+    """Fixed (seed-independent) chromosome (``chr1``…``chr22``, ``chrX``), start and end (bp) per
+    gene; the signal genes share one 5 Mb region of chr8, so that one segment can gain them all."""
+    rng = np.random.default_rng(20240602)
+    chroms = np.array([f"chr{k}" for k in range(1, 23)] + ["chrX"])
+    chrom = rng.choice(chroms, len(genes))
+    start = rng.integers(1_000_000, 150_000_000, len(genes))
+    signal = genes["gene_name"].isin(SIGNAL_GENES).to_numpy()
+    chrom[signal] = "chr8"
+    start[signal] = 120_000_000 + np.sort(rng.integers(0, 5_000_000, signal.sum()))
+    return pd.DataFrame({"chromosome": chrom, "start": start, "end": start + genes["length"].to_numpy() - 1})
+
+
+def gene_level_cnv_tsv(rng: np.random.Generator, genes: pd.DataFrame, positions: pd.DataFrame,
+                       rna_signal: float) -> str:
+    """One GDC 'Gene Level Copy Number' TSV as text: absolute copies, 2 except on 0-4 gained or
+    lost chromosome arms; the signal region (chr8, 120-125 Mb) is gained with probability
+    rising with ``rna_signal`` (a weak echo of the RNA signal). ~0.5 % of genes are in no
+    segment (empty values); ~1 % span a breakpoint (min < max)."""
+    n = len(genes)
+    cn = np.full(n, 2, np.int64)
+    for _ in range(int(rng.integers(0, 5))):
+        chrom, arm = f"chr{int(rng.integers(1, 23))}", rng.random() < 0.5
+        on = (positions["chromosome"].to_numpy() == chrom) & ((positions["start"].to_numpy() < 60_000_000) == arm)
+        cn[on] = rng.choice([0, 1, 3, 4], p=[0.05, 0.45, 0.35, 0.15])
+    signal = genes["gene_name"].isin(SIGNAL_GENES).to_numpy()
+    if rng.random() < 1 / (1 + math.exp(-1.5 * rna_signal)):
+        cn[signal] = 3 + int(rng.random() < 0.3)
+    lo, hi = cn.copy(), cn.copy()
+    span = rng.random(n) < 0.01
+    lo[span] = np.maximum(cn[span] - 1, 0)
+    text = [str(v) for v in cn]
+    cols = [text, [str(v) for v in lo], [str(v) for v in hi]]
+    for k in np.flatnonzero(rng.random(n) < 0.005):
+        for c in cols:
+            c[k] = ""
+    body = pd.DataFrame({"gene_id": genes["gene_id"], "gene_name": genes["gene_name"],
+                         "chromosome": positions["chromosome"], "start": positions["start"],
+                         "end": positions["end"], "copy_number": cols[0], "min_copy_number": cols[1],
+                         "max_copy_number": cols[2]})
+    return _tsv(body)
+
+
+def maf_text(rng: np.random.Generator, genes: pd.DataFrame, positions: pd.DataFrame, case: str,
+             silent_only: bool = False) -> str:
+    """One GDC masked somatic mutation file (MAF, before gzip): ``#`` header lines, then 0-40
+    variants of protein-coding genes with classes from :data:`MAF_CLASSES` (only ``Silent`` and
+    ``Intron`` when ``silent_only``)."""
+    tumour, normal = f"{case}-01A-11D-A00D-09", f"{case}-10A-01D-A00D-09"
+    coding = np.flatnonzero((genes["gene_type"] == "protein_coding").to_numpy())
+    n = int(rng.integers(0, 41))
+    idx = rng.choice(coding, n)
+    classes = np.array(list(MAF_CLASSES))
+    if silent_only:
+        cls = rng.choice(np.array(["Silent", "Intron"]), n)
+    else:
+        cls = rng.choice(classes, n, p=np.array(list(MAF_CLASSES.values())) / sum(MAF_CLASSES.values()))
+    bases = np.array(list("ACGT"))
+    ref, alt = rng.choice(bases, n), rng.choice(bases, n)
+    alt = np.where(alt == ref, np.roll(bases, 1)[np.searchsorted(bases, ref)], alt)
+    deletion, insertion = np.isin(cls, ["Frame_Shift_Del", "In_Frame_Del"]), cls == "Frame_Shift_Ins"
+    start = positions["start"].to_numpy()[idx] + rng.integers(0, 500, n)
+    depth = rng.integers(30, 200, n)
+    alt_count = np.maximum(3, (depth * rng.uniform(0.05, 0.6, n)).astype(np.int64))
+    body = pd.DataFrame({
+        "Hugo_Symbol": genes["gene_name"].to_numpy()[idx], "Entrez_Gene_Id": 0, "Center": "DEMO",
+        "NCBI_Build": "GRCh38", "Chromosome": positions["chromosome"].to_numpy()[idx],
+        "Start_Position": start, "End_Position": start, "Strand": "+", "Variant_Classification": cls,
+        "Variant_Type": np.where(deletion, "DEL", np.where(insertion, "INS", "SNP")),
+        "Reference_Allele": np.where(insertion, "-", ref), "Tumor_Seq_Allele1": np.where(insertion, "-", ref),
+        "Tumor_Seq_Allele2": np.where(deletion, "-", alt), "dbSNP_RS": "novel",
+        "Tumor_Sample_Barcode": tumour, "Matched_Norm_Sample_Barcode": normal, "HGVSp_Short": "",
+        "Gene": genes["gene_id"].str.split(".").str[0].to_numpy()[idx], "t_depth": depth,
+        "t_ref_count": depth - alt_count, "t_alt_count": alt_count, "n_depth": rng.integers(30, 200, n)},
+        columns=list(MAF_COLUMNS)).sort_values(["Chromosome", "Start_Position"], kind="stable")
+    head = ("#version gdc-1.0.0\n#filedate 20240601\n#annotation.spec gdc-1.0.1-public\n"
+            f"#n.analyzed.samples 1\n#tumor.aliquots.submitter_id {tumour}\n")
+    return head + _tsv(body)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# ----------------------------------------------------------------------------------------------
 # cohort
 
 
@@ -386,18 +493,21 @@ def _make_slide(task: tuple) -> float:
 def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
                     slide_size: tuple[int, int] = (4096, 3072), mpp: float = 0.5, n_genes: int = 2000,
                     project: str = "TCGA-DEMO", p_no_slide: float = 0.1, p_no_rna: float = 0.1,
-                    p_two_slides: float = 0.1, n_blank_slides: int = 1, workers: int | None = None) -> dict:
+                    p_two_slides: float = 0.1, n_blank_slides: int = 1, p_no_cnv: float = 0.1,
+                    p_no_maf: float = 0.1, workers: int | None = None) -> dict:
     """Write a synthetic cohort (see module docstring) and return its paths and counts.
 
     ``slide_size`` is the level-0 (width, height) in px, ``mpp`` µm/px; ``p_*`` are the shares of
     cases without a slide, without RNA (never both) and with two slides; ``n_blank_slides`` cases
-    with RNA get a slide without tissue.  ``workers`` processes render slides (default: one per
+    with RNA get a slide without tissue; ``p_no_cnv`` and ``p_no_maf`` the shares of cases without
+    a copy-number file and without a MAF (drawn independently, from their own random stream, so
+    that slides, RNA, clinical file and oracle do not depend on them).  ``workers`` processes render slides (default: one per
     available core); the output does not depend on it.  Deterministic in ``seed``.  An existing
     ``out_dir`` is written over, but files of an earlier run with another seed are not removed.
 
     Returns paths (``out_dir``, ``clinical``, ``manifest``, ``sample_sheet``, ``truth``, ``oracle``,
-    lists ``slides`` and ``rna``) and counts (``n_cases``, ``n_slides``, ``n_rna``,
-    ``n_blank_slides``, ``n_events``) plus ``oracle_c_index``."""
+    lists ``slides``, ``rna``, ``cnv`` and ``maf``) and counts (``n_cases``, ``n_slides``, ``n_rna``,
+    ``n_cnv``, ``n_maf``, ``n_blank_slides``, ``n_events``) plus ``oracle_c_index``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng, uid = np.random.default_rng(seed), random.Random(seed)
@@ -425,14 +535,25 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
     z_tf = (tf - (lo + hi) / 2) / ((hi - lo) / math.sqrt(12))  # standardised U(lo, hi)
     risk = np.round(RISK_WEIGHTS[0] * z_tf + RISK_WEIGHTS[1] * rna_signal, 6)
     t, event = _survival(rng, risk)
+    # copy number and mutations: own random streams, so that nothing above depends on them
+    orng, ouid = np.random.default_rng([seed, 5]), random.Random(f"cnv-maf-{seed}")
+    has_cnv, has_maf = np.ones(n_cases, bool), np.ones(n_cases, bool)
+    has_cnv[orng.choice(n_cases, _n_of(p_no_cnv, n_cases), replace=False)] = False
+    has_maf[orng.choice(n_cases, _n_of(p_no_maf, n_cases), replace=False)] = False
+    silent_only = int(np.flatnonzero(has_maf)[0]) if has_maf.any() else -1
+
+    def omics_uuid() -> str:
+        return str(uuid.UUID(int=ouid.getrandbits(128), version=4))
     cases = pd.DataFrame({"case_submitter_id": _barcodes(rng, n_cases),
                           "case_id": [new_uuid() for _ in range(n_cases)],
                           "tumour_fraction": tf, "rna_signal": rna_signal, "risk": risk,
                           "time": t, "event": event, "n_slides": n_slides,
-                          "n_blank_slides": blank.astype(np.int64), "has_rna": has_rna.astype(np.int64)})
+                          "n_blank_slides": blank.astype(np.int64), "has_rna": has_rna.astype(np.int64),
+                          "has_cnv": has_cnv.astype(np.int64), "has_maf": has_maf.astype(np.int64)})
 
     # data files, GDC layout {file_id}/{file_name}; slides rendered in parallel (own RNG each)
     genes = gene_table(n_genes)
+    positions = gene_positions(genes)
     files: list[dict] = []
     slide_tasks, slide_case = [], []
     for i, c in enumerate(cases.itertuples()):
@@ -449,6 +570,23 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
             _write_text(out / file_id / name, text)
             files.append({"id": file_id, "filename": name, "case": c.case_submitter_id,
                           "category": "Transcriptome Profiling", "type": "Gene Expression Quantification"})
+        paired = {"case": f"{c.case_submitter_id}, {c.case_submitter_id}",
+                  "type_pair": "Primary Tumor, Blood Derived Normal"}
+        if c.has_cnv:  # the sample sheet lists the pair normal first here, tumour first for MAFs
+            file_id, name = omics_uuid(), f"{project}.{omics_uuid()}.ascat3.gene_level_copy_number.v36.tsv"
+            text = gene_level_cnv_tsv(np.random.default_rng([seed, 3, i]), genes, positions, float(c.rna_signal))
+            _write_text(out / file_id / name, text)
+            files.append({"id": file_id, "filename": name, "category": "Copy Number Variation", "type": CNV_TYPE,
+                          "sample": f"{c.case_submitter_id}-10A, {c.case_submitter_id}-01A",
+                          "sample_type": "Blood Derived Normal, Primary Tumor", **paired})
+        if c.has_maf:
+            file_id, name = omics_uuid(), f"{omics_uuid()}.wxs.aliquot_ensemble_masked.maf.gz"
+            text = maf_text(np.random.default_rng([seed, 4, i]), genes, positions, c.case_submitter_id,
+                            silent_only=i == silent_only)
+            _write_bytes(out / file_id / name, gzip.compress(text.encode(), mtime=0))
+            files.append({"id": file_id, "filename": name, "category": "Simple Nucleotide Variation",
+                          "type": MAF_TYPE, "sample": f"{c.case_submitter_id}-01A, {c.case_submitter_id}-10A",
+                          "sample_type": paired["type_pair"], **paired})
     workers = min(workers or len(os.sched_getaffinity(0)), max(len(slide_tasks), 1))
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
@@ -469,7 +607,8 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
                           "Data Category": [f["category"] for f in files],
                           "Data Type": [f["type"] for f in files], "Project ID": project,
                           "Case ID": [f["case"] for f in files],
-                          "Sample ID": [f"{f['case']}-01A" for f in files], "Sample Type": "Primary Tumor"})
+                          "Sample ID": [f.get("sample", f"{f['case']}-01A") for f in files],
+                          "Sample Type": [f.get("sample_type", "Primary Tumor") for f in files]})
 
     from sksurv.metrics import concordance_index_censored  # heavy import, only needed here
     c_index = float(concordance_index_censored(event.astype(bool), t.astype(float), risk)[0])
@@ -480,7 +619,7 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
     _write_text(paths["manifest"], _tsv(manifest))
     _write_text(paths["sample_sheet"], _tsv(sheet))
     truth_cols = ["case_submitter_id", "case_id", "tumour_fraction", "rna_signal", "risk", "time", "event",
-                  "n_slides", "n_blank_slides", "has_rna", "slide_tumour_fraction"]
+                  "n_slides", "n_blank_slides", "has_rna", "has_cnv", "has_maf", "slide_tumour_fraction"]
     _write_text(paths["truth"], cases[truth_cols].to_csv(sep="\t", index=False, lineterminator="\n",
                                                          float_format="%.6f"))
     oracle = {"c_index": c_index, "n_cases": n_cases, "n_events": int(event.sum()), "seed": seed}
@@ -488,8 +627,11 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
 
     return {"out_dir": str(out), **{k: str(v) for k, v in paths.items()},
             "slides": [str(out / f["id"] / f["filename"]) for f in files if f["type"] == "Slide Image"],
-            "rna": [str(out / f["id"] / f["filename"]) for f in files if f["type"] != "Slide Image"],
+            "rna": [str(out / f["id"] / f["filename"]) for f in files if f["type"] == "Gene Expression Quantification"],
+            "cnv": [str(out / f["id"] / f["filename"]) for f in files if f["type"] == CNV_TYPE],
+            "maf": [str(out / f["id"] / f["filename"]) for f in files if f["type"] == MAF_TYPE],
             "n_cases": n_cases, "n_slides": int(n_slides.sum()), "n_rna": int(has_rna.sum()),
+            "n_cnv": int(has_cnv.sum()), "n_maf": int(has_maf.sum()),
             "n_blank_slides": int(blank.sum()), "n_events": int(event.sum()), "oracle_c_index": c_index}
 
 

@@ -10,6 +10,10 @@ from .tiling import read_coords
 from .tissue import read_tissue
 
 
+SLIDE_COLUMNS = ["slide_id", "case_id", "file", "status", "reason", "mpp", "width", "height", "tissue_area_mm2",
+                 "n_patches", "features"]
+
+
 def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_dir: str | os.PathLike,
                  features_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per slide of the inventory with status, reason, mpp, size, tissue area (mm²) and patches."""
@@ -32,34 +36,56 @@ def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_di
         if row["status"] == "ok" and not row["features"]:
             row.update(status="failed", reason="no feature store")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SLIDE_COLUMNS)
 
 
-def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, rna_cases: set[str],
-                folds: list[dict[str, list[str]]]) -> pd.DataFrame:
-    """One row per case: what it has, its survival status, its test fold, and used or why not."""
+def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, omics_cases: dict[str, set[str]] | set[str],
+                folds: list[dict[str, list[str]]], modalities: list[str] | None = None) -> pd.DataFrame:
+    """One row per case: what it has, its survival status, its test fold, and used or why not.
+
+    ``omics_cases`` gives, per omics modality (``rna``, ``cnv``, ``mutations``, a table name),
+    the cases with a row in its matrix (a bare set means RNA); column ``has_{name}`` each.
+    ``modalities`` (``wsi`` and omics names; default: all) are those the model learns from: an
+    ``ok`` case with none of them usable is excluded, "no usable modality (…)".
+    """
+    if not isinstance(omics_cases, dict):
+        omics_cases = {"rna": set(omics_cases)}
+    modalities = list(modalities) if modalities is not None else ["wsi", *omics_cases]
     fold_of = {c: k for k, f in enumerate(folds) for c in f["test"]}
     usable = slides_qc[slides_qc["status"] == "ok"].groupby("case_id").size()
     table = survival.copy()
     table["n_slides_usable"] = table["case_id"].map(usable).fillna(0).astype(int)
-    table["has_rna"] = table["case_id"].isin(rna_cases)
+    has_any = (table["n_slides_usable"] > 0) if "wsi" in modalities else pd.Series(False, index=table.index)
+    for name, cases in omics_cases.items():
+        table[f"has_{name}"] = table["case_id"].isin(cases)
+        if name in modalities:
+            has_any |= table[f"has_{name}"]
     table["test_fold"] = table["case_id"].map(fold_of).astype("Int64")
-    no_modality = (table["status"] == "ok") & (table["n_slides_usable"] == 0) & ~table["has_rna"]
-    table.loc[no_modality, ["status", "reason"]] = ["excluded", "no usable modality (no tissue patches, no RNA)"]
+    labels = {"wsi": "tissue patches", "rna": "RNA", "cnv": "CNV", "mutations": "mutations"}
+    missing = ", ".join(f"no {labels.get(m, m)}" for m in modalities)
+    table.loc[(table["status"] == "ok") & ~has_any, ["status", "reason"]] = ["excluded", f"no usable modality ({missing})"]
     table["status"] = table["status"].replace({"ok": "used"})
     table.loc[table["status"] != "used", "test_fold"] = pd.NA
     return table
 
 
 def write_qc_tables(slides: pd.DataFrame, tissue_dir, patches_dir, features_dir, clinical: str | os.PathLike,
-                    rna: str | os.PathLike, splits: str | os.PathLike, slides_out, cases_out) -> None:
-    """Both QC tables for a cohort, from the outputs of every stage, written atomically."""
+                    omics: dict[str, str | os.PathLike] | str | os.PathLike, splits: str | os.PathLike,
+                    slides_out, cases_out, modalities: list[str] | None = None) -> None:
+    """Both QC tables for a cohort, from the outputs of every stage, written atomically.
+
+    ``omics`` maps modality names to their ``omics/{name}.parquet`` (a bare path means RNA);
+    ``modalities`` are those training uses (see :func:`cases_table`).
+    """
     from healnet.splits import read_splits
 
     from .io import atomic_path
+    from .omics import omics_cases
 
+    if not isinstance(omics, dict):
+        omics = {"rna": omics}
     slides_qc = slides_table(slides, tissue_dir, patches_dir, features_dir)
-    cases_qc = cases_table(pd.read_parquet(clinical), slides_qc, set(pd.read_parquet(rna).index), read_splits(splits))
+    cases_qc = cases_table(pd.read_parquet(clinical), slides_qc, omics_cases(omics), read_splits(splits), modalities)
     for table, path in ((slides_qc, slides_out), (cases_qc, cases_out)):
         with atomic_path(path) as tmp:
             table.to_csv(tmp, sep="\t", index=False)

@@ -151,7 +151,7 @@ def test_manifest_matches_files(cohort):
     text = Path(cohort["manifest"]).read_text()
     assert text.splitlines()[0] == "id\tfilename\tmd5\tsize\tstate"
     man = pd.read_csv(cohort["manifest"], sep="\t")
-    assert len(man) == cohort["n_slides"] + cohort["n_rna"]
+    assert len(man) == cohort["n_slides"] + cohort["n_rna"] + cohort["n_cnv"] + cohort["n_maf"]
     for r in man.itertuples():
         p = root / r.id / r.filename
         assert hashlib.md5(p.read_bytes()).hexdigest() == r.md5
@@ -169,9 +169,20 @@ def test_sample_sheet(cohort, sheet):
     assert sorted(sheet["File ID"]) == sorted(man["id"])
     kinds = set(zip(sheet["Data Category"], sheet["Data Type"]))
     assert kinds == {("Biospecimen", "Slide Image"),
-                     ("Transcriptome Profiling", "Gene Expression Quantification")}
-    assert (sheet["Sample ID"] == sheet["Case ID"] + "-01A").all()
-    assert set(sheet["Sample Type"]) == {"Primary Tumor"} and set(sheet["Project ID"]) == {"TCGA-DEMO"}
+                     ("Transcriptome Profiling", "Gene Expression Quantification"),
+                     ("Copy Number Variation", "Gene Level Copy Number"),
+                     ("Simple Nucleotide Variation", "Masked Somatic Mutation")}
+    single = sheet[sheet["Data Type"].isin(["Slide Image", "Gene Expression Quantification"])]
+    assert (single["Sample ID"] == single["Case ID"] + "-01A").all()
+    assert set(single["Sample Type"]) == {"Primary Tumor"} and set(sheet["Project ID"]) == {"TCGA-DEMO"}
+    # copy number and mutations come from a tumour/normal pair: the sheet lists both, as the GDC's does
+    paired = sheet[~sheet.index.isin(single.index)]
+    assert len(paired) > 0
+    for _, r in paired.iterrows():
+        case = r["Case ID"].split(", ")[0]
+        assert r["Case ID"] == f"{case}, {case}"
+        assert sorted(r["Sample ID"].split(", ")) == [f"{case}-01A", f"{case}-10A"]
+        assert sorted(r["Sample Type"].split(", ")) == ["Blood Derived Normal", "Primary Tumor"]
     slides = sheet[sheet["Data Type"] == "Slide Image"]
     assert all(n.startswith(c + "-01Z-00-DX") for n, c in zip(slides["File Name"], slides["Case ID"]))
 
@@ -202,6 +213,58 @@ def test_star_counts_layout(cohort):
         for col in ("fpkm_unstranded", "fpkm_uq_unstranded"):
             ratio = x.tpm_unstranded / x[col]
             assert ratio.std() / ratio.mean() < 1e-3
+
+
+CNV_HEADER = "gene_id\tgene_name\tchromosome\tstart\tend\tcopy_number\tmin_copy_number\tmax_copy_number"
+
+
+def test_gene_level_copy_number_layout(cohort, truth):
+    assert len(cohort["cnv"]) == cohort["n_cnv"] == truth.has_cnv.sum()
+    assert 0 < cohort["n_cnv"] < TINY["n_cases"]  # some cases have none
+    star = pd.read_csv(cohort["rna"][0], sep="\t", comment="#")
+    for f in cohort["cnv"]:
+        assert re.fullmatch(r"TCGA-DEMO\.[0-9a-f-]{36}\.ascat3\.gene_level_copy_number\.v36\.tsv", Path(f).name)
+        assert Path(f).read_text().split("\n")[0] == CNV_HEADER
+        df = pd.read_csv(f, sep="\t")
+        assert list(df.gene_id) == list(star.gene_id[star.gene_id.str.startswith("ENSG")])  # same genes as STAR
+        assert df.chromosome.str.fullmatch(r"chr(\d+|X)").all() and (df.end > df.start).all()
+        cn = df.dropna(subset=["copy_number"])
+        assert len(cn) > 0.9 * len(df) and (cn.copy_number % 1 == 0).all() and cn.copy_number.between(0, 4).all()
+        assert ((cn.min_copy_number <= cn.copy_number) & (cn.copy_number <= cn.max_copy_number)).all()
+
+
+def test_masked_somatic_mutation_layout(cohort, truth):
+    import gzip
+
+    assert len(cohort["maf"]) == cohort["n_maf"] == truth.has_maf.sum()
+    assert 0 < cohort["n_maf"] < TINY["n_cases"]
+    cases = set(truth.case_submitter_id)
+    n_non_silent = []
+    for f in cohort["maf"]:
+        assert f.endswith(".wxs.aliquot_ensemble_masked.maf.gz")
+        lines = gzip.decompress(Path(f).read_bytes()).decode().split("\n")
+        assert lines[0] == "#version gdc-1.0.0" and all(x.startswith("#") for x in lines[:5])
+        df = pd.read_csv(f, sep="\t", comment="#")
+        assert {"Hugo_Symbol", "Variant_Classification", "Tumor_Sample_Barcode", "Chromosome"} <= set(df.columns)
+        assert df.Tumor_Sample_Barcode.str.fullmatch(r"TCGA-\w\w-\w{4}-01A-11D-A00D-09").all()
+        assert df.Tumor_Sample_Barcode.str[:12].isin(cases).all() and df.Tumor_Sample_Barcode.nunique() <= 1
+        n_non_silent.append(int(df.Variant_Classification.isin(["Missense_Mutation", "Nonsense_Mutation",
+                                                                 "Frame_Shift_Del", "Frame_Shift_Ins", "In_Frame_Del",
+                                                                 "Splice_Site"]).sum()))
+    assert 0 in n_non_silent and max(n_non_silent) > 0  # one case has only silent variants
+
+
+def test_cnv_and_maf_leave_slides_rna_and_oracle_unchanged(cohort, tmp_path):
+    """Copy number and mutations have their own random streams: without them, every other file is identical."""
+    bare = demo.generate_cohort(tmp_path / "bare", seed=7, p_no_cnv=1.0, p_no_maf=1.0, **TINY)
+    assert bare["n_cnv"] == bare["n_maf"] == 0
+    assert bare["oracle_c_index"] == cohort["oracle_c_index"]
+    for key in ("clinical", "oracle"):
+        assert _md5(Path(bare[key])) == _md5(Path(cohort[key]))
+    names = lambda paths: sorted(Path(p).name for p in paths)  # noqa: E731
+    assert names(bare["slides"]) == names(cohort["slides"]) and names(bare["rna"]) == names(cohort["rna"])
+    assert sorted(_md5(Path(p)) for p in bare["slides"] + bare["rna"]) == \
+        sorted(_md5(Path(p)) for p in cohort["slides"] + cohort["rna"])
 
 
 def test_clinical_export(cohort, truth):
@@ -290,3 +353,11 @@ def test_signal_in_slides_and_rna(tmp_path):
         expr.append(np.log2(df.loc[list(demo.SIGNAL_GENES), "tpm_unstranded"] + 1).mean())
         sig.append(truth.loc[r["Case ID"], "rna_signal"])
     assert np.corrcoef(expr, sig)[0, 1] > 0.7
+    # a weak echo in copy number: the signal genes' segment is gained more often when rna_signal is high
+    gained, sig = [], []
+    for _, r in sheet[sheet["Data Type"] == "Gene Level Copy Number"].iterrows():
+        df = pd.read_csv(_path(res, r), sep="\t").set_index("gene_name")
+        gained.append(df.loc[list(demo.SIGNAL_GENES), "copy_number"].mean() > 2)
+        sig.append(truth.loc[r["Case ID"].split(", ")[0], "rna_signal"])
+    gained, sig = np.array(gained), np.array(sig)
+    assert 0 < gained.mean() < 1 and sig[gained].mean() > sig[~gained].mean() + 0.5

@@ -12,7 +12,7 @@ from preprocessing.inventory import RNA_TYPE, SLIDE_TYPE, read_inventory, read_m
 
 def test_inventory_of_the_generated_cohort(demo_cohort, demo_files):
     sheet = pd.read_csv(demo_cohort["sample_sheet"], sep="\t", dtype=str)
-    assert len(demo_files) == len(sheet) == demo_cohort["n_slides"] + demo_cohort["n_rna"]
+    assert len(demo_files) == len(sheet) == sum(demo_cohort[k] for k in ("n_slides", "n_rna", "n_cnv", "n_maf"))
     assert list(demo_files["file_id"]) == list(sheet["File ID"])
     for row in demo_files.itertuples():
         path = Path(row.path)

@@ -114,3 +114,46 @@ def test_write_qc_tables(outputs, demo_cohort, tmp_path):
     assert sorted(slides["slide_id"]) == sorted(outputs["slides"]["slide_id"])
     assert sorted(cases_qc["case_id"]) == sorted(survival["case_id"])
     assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == ["cases.tsv", "slides.tsv"]
+
+
+def test_cases_table_counts_each_omics_modality():
+    """Hand-built: which modalities a case has, and which of them the model uses, decide 'used'."""
+    survival = pd.DataFrame({"case_id": ["A", "B", "C", "D", "E"], "time": [10.0, 20, 30, 40, np.nan],
+                             "event": [1, 0, 1, 0, 0], "status": ["ok"] * 4 + ["excluded"],
+                             "reason": [""] * 4 + ["no survival time"]})
+    slides_qc = pd.DataFrame({"slide_id": ["a1", "b1"], "case_id": ["A", "B"], "status": ["ok", "skipped"]})
+    omics = {"rna": {"A"}, "cnv": {"B", "E"}, "mutations": {"C"}}
+    folds = [{"test": ["A", "B"]}, {"test": ["C", "D"]}]
+    table = cases_table(survival, slides_qc, omics, folds).set_index("case_id")
+    assert table.loc[:, ["has_rna", "has_cnv", "has_mutations"]].values.tolist() == [
+        [True, False, False], [False, True, False], [False, False, True], [False, False, False], [False, True, False]]
+    assert table["status"].to_dict() == {"A": "used", "B": "used", "C": "used", "D": "excluded", "E": "excluded"}
+    assert table.loc["D", "reason"] == "no usable modality (no tissue patches, no RNA, no CNV, no mutations)"
+    assert table.loc["E", "reason"] == "no survival time"
+    # a model on slides and RNA only: B (CNV only) and C (mutations only) cannot be used
+    wsi_rna = cases_table(survival, slides_qc, omics, folds, modalities=["wsi", "rna"]).set_index("case_id")
+    assert wsi_rna["status"].to_dict() == {"A": "used", "B": "excluded", "C": "excluded", "D": "excluded",
+                                           "E": "excluded"}
+    assert wsi_rna.loc["B", "reason"] == "no usable modality (no tissue patches, no RNA)"
+    assert wsi_rna["test_fold"].isna().tolist() == [False, True, True, True, True]
+
+
+def test_write_qc_tables_reads_every_omics_output(outputs, demo_cohort, demo_truth, tmp_path):
+    survival = survival_table(demo_cohort["clinical"], outputs["files"])
+    clinical = tmp_path / "survival.parquet"
+    survival.to_parquet(clinical, index=False)
+    truth = demo_truth.set_index("case_submitter_id")
+    paths = {}
+    for name, col in (("rna", "has_rna"), ("cnv", "has_cnv"), ("mutations", "has_maf")):
+        cases = sorted(truth.index[truth[col] == 1])
+        paths[name] = tmp_path / f"{name}.parquet"
+        pd.DataFrame({"g": np.ones(len(cases))}, index=pd.Index(cases, name="case_id")).to_parquet(paths[name])
+    ok = survival[survival["status"] == "ok"]
+    splits = tmp_path / "splits.json"
+    write_splits(splits, make_splits(ok["case_id"].tolist(), ok["event"].to_numpy(), n_folds=2, seed=1))
+    write_qc_tables(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"], clinical, paths,
+                    splits, tmp_path / "qc" / "slides.tsv", tmp_path / "qc" / "cases.tsv")
+    cases_qc = pd.read_csv(tmp_path / "qc" / "cases.tsv", sep="\t").set_index("case_id")
+    for name, col in (("rna", "has_rna"), ("cnv", "has_cnv"), ("mutations", "has_maf")):
+        assert cases_qc.loc[truth.index, f"has_{name}"].tolist() == (truth[col] == 1).tolist()
+    assert len(cases_qc) == len(survival)

@@ -33,6 +33,7 @@ def finished_run(tmp_path_factory):
     base["cohorts"] = {"tiny": {"data_dir": str(raw), "sample_sheet": str(raw / "gdc_sample_sheet.tsv"),
                                 "manifest": str(raw / "gdc_manifest.txt"), "clinical": str(raw / "clinical.tsv"),
                                 "oracle": str(raw / "oracle.json"), "mpp_fallback": None}}
+    base["cohort_files"] = []
     base["splits"]["n_folds"] = N_FOLDS
     base["train"].update(epochs=3, omic_top_k=16)
     base["features"]["batch_size"] = 16

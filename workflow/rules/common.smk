@@ -1,45 +1,133 @@
-# Reads each cohort's sample sheet and manifest, validates them and the config, and gives the
-# other rules their inputs.
+# Reads the cohorts (inline `cohorts:` blocks and one YAML file per cohort in `cohort_files:`),
+# validates them and the config, and gives the other rules their inputs. A cohort with
+# `source: gdc` learns its files at run time from the `gdc_manifest` and `download` checkpoints.
 import os
+import re
+from pathlib import Path
 
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from preprocessing.inventory import read_inventory, rna_files_of, slides_of
 
 validate(config, "../schemas/config.schema.yaml")
+# absolute, because GDC cohorts validate their sample sheet later, from an input function
+SCHEMAS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent / "schemas"
 
 RESULTS = config["results"]
 ENCODER = config["features"]["encoder"]
-COHORTS = list(config["cohorts"])
+GDC_DEFAULTS = {"base_url": "https://api.gdc.cancer.gov", "page_size": 500, "workers": 4, "retries": 5,
+                "backoff_s": 2.0, "timeout_s": 120.0}
 
 
-def _inventory(cohort):
-    c = config["cohorts"][cohort]
+def _load_cohorts():
+    """name -> cohort settings; a GDC cohort's sample sheet, manifest and clinical TSV are the
+    `gdc_manifest` checkpoint's outputs, its files go to `data_dir` (default results/{cohort}/gdc/files)."""
+    found = {name: (dict(c), f"config cohorts.{name}") for name, c in (config.get("cohorts") or {}).items()}
+    for path in config.get("cohort_files") or []:
+        if not os.path.isfile(path):
+            raise WorkflowError(f"{path}: cohort file not found (listed in config cohort_files)")
+        c = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(c, dict):
+            raise WorkflowError(f"{path}: a cohort file must be a YAML mapping")
+        name = str(c.pop("name", Path(path).stem))
+        if name in found:
+            raise WorkflowError(f"{path}: cohort {name!r} is already defined in {found[name][1]}")
+        found[name] = (c, path)
+    if not found:
+        raise WorkflowError("no cohort: give `cohorts:` blocks or `cohort_files:` in the config")
+    cohorts = {}
+    for name, (c, source) in found.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise WorkflowError(f"{source}: cohort name {name!r} must be letters, digits, '_', '.', '-'")
+        try:
+            validate(c, str(SCHEMAS / "cohort.schema.yaml"))
+        except WorkflowError as e:
+            raise WorkflowError(f"{source}: invalid cohort {name!r}: {e}") from None
+        c.setdefault("source", "local")
+        if c["source"] == "gdc":
+            meta = f"{RESULTS}/{name}/gdc"
+            c["gdc"] = {**GDC_DEFAULTS, **(c.get("gdc") or {})}
+            c.setdefault("kinds", ["slides", "rna"])
+            c["given_manifest"] = c.get("manifest")
+            c.update(sample_sheet=f"{meta}/gdc_sample_sheet.tsv", manifest=f"{meta}/gdc_manifest.txt",
+                     clinical=f"{meta}/clinical.tsv", downloaded=f"{meta}/download.tsv")
+            c["data_dir"] = c.get("data_dir") or f"{meta}/files"
+        cohorts[name] = c
+    return cohorts
+
+
+COHORT_CONFIG = _load_cohorts()
+config["cohorts"] = COHORT_CONFIG  # every cohort, file-defined and resolved, for rules that read the config
+COHORTS = list(COHORT_CONFIG)
+GDC_COHORTS = [c for c in COHORTS if COHORT_CONFIG[c]["source"] == "gdc"]
+
+
+def _read_inventory(cohort):
+    c = COHORT_CONFIG[cohort]
     files = read_inventory(c["sample_sheet"], c["manifest"], c["data_dir"])
-    validate(files, "../schemas/sample_sheet.schema.yaml")
+    validate(files, str(SCHEMAS / "sample_sheet.schema.yaml"))
     return files
 
 
-INVENTORY = {cohort: _inventory(cohort) for cohort in COHORTS}
-SLIDES = {cohort: slides_of(files).set_index("slide_id") for cohort, files in INVENTORY.items()}
+class _Inventories(dict):
+    """cohort -> its files. Cohorts with a given sample sheet are read at once, as before; a GDC
+    cohort on first access, which waits (Snakemake re-plans) until its `download` checkpoint ran.
+    Cohorts without a sample sheet (tables only) have none: ``get`` gives None, ``[]`` a KeyError."""
+
+    def get(self, cohort, default=None):
+        return self[cohort] if cohort in GDC_COHORTS or cohort in self else default
+
+    def __missing__(self, cohort):
+        if cohort not in GDC_COHORTS:
+            raise KeyError(cohort)
+        checkpoints.download.get(cohort=cohort)  # needs gdc_manifest first: both join the DAG here
+        checkpoints.gdc_manifest.get(cohort=cohort)
+        files = self[cohort] = _read_inventory(cohort)
+        return files
+
+
+INVENTORY = _Inventories({c: _read_inventory(c) for c in COHORTS
+                          if c not in GDC_COHORTS and COHORT_CONFIG[c].get("sample_sheet")})
+SLIDES = {}
+
+
+def inventory(cohort):
+    """The cohort's files (empty for a cohort without a sample sheet)."""
+    files = INVENTORY.get(cohort)
+    return files if files is not None else _no_files()
+
+
+def _no_files():
+    import pandas as pd
+
+    return pd.DataFrame(columns=["file_id", "file_name", "data_type", "case_id", "sample_id", "md5", "path"])
+
+
+def slides(cohort):
+    """The cohort's slides indexed by slide id."""
+    if cohort not in SLIDES:
+        SLIDES[cohort] = slides_of(inventory(cohort)).set_index("slide_id")
+    return SLIDES[cohort]
 
 
 wildcard_constraints:
-    cohort="|".join(COHORTS),
+    cohort="|".join(re.escape(c) for c in COHORTS),
     fold=r"\d+",
 
 
 def cohort_config(wildcards):
-    return config["cohorts"][wildcards.cohort]
+    return COHORT_CONFIG[wildcards.cohort]
 
 
 def slide_path(wildcards):
-    return SLIDES[wildcards.cohort].loc[wildcards.slide, "path"]
+    return slides(wildcards.cohort).loc[wildcards.slide, "path"]
 
 
 def slide_mpp_override(wildcards):
     """µm/px for a slide whose metadata lacks it: the sample sheet's ``mpp`` column, else the cohort's."""
-    slide = SLIDES[wildcards.cohort].loc[wildcards.slide]
+    slide = slides(wildcards.cohort).loc[wildcards.slide]
     if "mpp" in slide and str(slide["mpp"]).strip() not in ("", "nan", "None"):
         return float(slide["mpp"])
     return cohort_config(wildcards).get("mpp_fallback")
@@ -52,11 +140,11 @@ def external_coords(wildcards):
 
 
 def rna_paths(wildcards):
-    return rna_files_of(INVENTORY[wildcards.cohort])["path"].tolist()
+    return rna_files_of(inventory(wildcards.cohort))["path"].tolist()
 
 
 def cohort_slides(wildcards):
-    return list(SLIDES[wildcards.cohort].index)
+    return list(slides(wildcards.cohort).index)
 
 
 def per_slide(pattern):

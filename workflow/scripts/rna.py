@@ -1,7 +1,8 @@
-from preprocessing.inventory import read_inventory, rna_files_of
+from preprocessing.inventory import read_inventory
 from preprocessing.io import job_log
-from preprocessing.omics import write_rna_tables
+from preprocessing.omics import rna_files_of, write_rna_tables
 
 with job_log(snakemake.log[0]):
     files = read_inventory(snakemake.input.sample_sheet, snakemake.input.manifest, snakemake.params.data_dir)
-    write_rna_tables(rna_files_of(files), snakemake.output.matrix, snakemake.output.genes, snakemake.output.set_aside)
+    write_rna_tables(rna_files_of(files), snakemake.output.matrix, snakemake.output.genes, snakemake.output.set_aside,
+                     counts_out=snakemake.output.counts)
