@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/tissue.smk"
 include: "workflow/rules/tiling.smk"
 include: "workflow/rules/features.smk"
@@ -25,4 +26,5 @@ rule all:
         expand(rules.evaluate.output.metrics, cohort=COHORTS),
         expand(rules.qc.output.slides, cohort=COHORTS),
         expand(rules.qc.output.cases, cohort=COHORTS),
+        attention_targets(),
     default_target: True

@@ -15,6 +15,14 @@ Missing data is explicit and per sample:
     unchanged at that modality's steps, and no gradient reaches that modality's weights
     from it.  A sample whose bag is empty (all tokens masked) is treated as absent.
 Values of padding tokens and of absent modalities are never read (they may be NaN).
+
+Speed: a context (say 20 000 patches × 1024 channels) dwarfs the latents, so it is read as few
+times as possible.  Fourier features are concatenated once per forward; one pass takes each
+token's LayerNorm statistics and ONE projection gives the keys and values of every cross-attention
+weight set of the modality (each LayerNorm's affine folded into its projection, see
+:func:`context_keys_values`); layers that share weights (``weight_tie_layers``) share them.
+Nothing per layer touches the raw context.  ``forward(..., reuse_context=False)`` is the
+textbook per-layer LayerNorm + projection, kept as the reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -38,16 +46,35 @@ def fourier_encode(pos: torch.Tensor, max_freq: float, num_bands: int) -> torch.
     return rearrange(enc, "b n a f -> b n (a f)")
 
 
+def context_keys_values(context: torch.Tensor, blocks: Sequence["PreNorm"]):
+    """Keys and values of ``context`` for several cross-attention blocks (PreNorm(Attention)) at once.
+
+    Per block, ``to_kv(LayerNorm(context))`` with the LayerNorm's affine folded into the bias-free
+    projection: ``W (g * (x - mu) * rstd + b) = rstd * (x (W g)^T - mu * (W g) 1) + W b``.  So the raw
+    context is read once for the statistics and once for ONE projection onto every block's weights
+    (and once more in backward): no normalised copy is made or kept for backward.  Returns per
+    block (keys, values), each (b, heads, n, dim_head)."""
+    weights = torch.cat([blk.fn.to_kv.weight * blk.norm_context.weight for blk in blocks])
+    biases = torch.cat([blk.fn.to_kv.weight @ blk.norm_context.bias for blk in blocks])
+    var, mu = torch.var_mean(context, dim=-1, unbiased=False, keepdim=True)
+    rstd = torch.rsqrt(var + blocks[0].norm_context.eps)
+    kv = (F.linear(context, weights) - mu * weights.sum(dim=-1)) * rstd + biases
+    out = []
+    for blk, chunk in zip(blocks, kv.split([blk.fn.to_kv.out_features for blk in blocks], dim=-1)):
+        out.append(tuple(rearrange(t, "b n (h d) -> b h n d", h=blk.fn.heads) for t in chunk.chunk(2, dim=-1)))
+    return out
+
+
 class PreNorm(nn.Module):
     """LayerNorm on the input (and on the context, for cross-attention) before ``fn``."""
 
-    def __init__(self, dim: int, fn: nn.Module, context_dim: int | None = None):
+    def __init__(self, dim: int, fn: nn.Module, *, context_dim: int | None = None):
         super().__init__()
         self.fn, self.norm = fn, nn.LayerNorm(dim)
         self.norm_context = nn.LayerNorm(context_dim) if context_dim is not None else None
 
     def forward(self, x, **kwargs):
-        if self.norm_context is not None:
+        if self.norm_context is not None and kwargs.get("context") is not None:
             kwargs["context"] = self.norm_context(kwargs["context"])
         return self.fn(self.norm(x), **kwargs)
 
@@ -71,8 +98,9 @@ class FeedForward(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention; ``forward`` returns (output, weights or None).
 
-    ``mask`` (b, n_keys) bool, True = key may be attended.  Fast path: PyTorch SDPA;
-    with ``return_attn`` the softmax is explicit and its weights (b, heads, n_q, n_keys),
+    ``mask`` (b, n_keys) bool, True = key may be attended.  ``kv``: precomputed (keys, values),
+    each (b, heads, n_keys, dim_head), used instead of projecting ``context``.  Fast path: PyTorch
+    SDPA; with ``return_attn`` the softmax is explicit and its weights (b, heads, n_q, n_keys),
     taken before attention dropout, are returned (masked keys get exactly 0)."""
 
     def __init__(self, query_dim: int, context_dim: int | None = None, *,
@@ -84,10 +112,12 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(context_dim, inner * 2, bias=False)
         self.to_out = nn.Linear(inner, query_dim)
 
-    def forward(self, x, context=None, mask=None, return_attn: bool = False):
-        context = x if context is None else context
-        q, k, v = (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
-        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
+    def forward(self, x, context=None, *, kv=None, mask=None, return_attn: bool = False):
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        if kv is None:
+            kv = self.to_kv(x if context is None else context).chunk(2, dim=-1)
+            kv = tuple(rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in kv)
+        k, v = kv
         mask = None if mask is None else rearrange(mask, "b j -> b 1 1 j")
         p = self.dropout if self.training else 0.0
         attn = None
@@ -103,7 +133,13 @@ class Attention(nn.Module):
 
 
 class HEALNet(nn.Module):
-    """Hybrid early-fusion attention network; outputs (b, num_classes) logits of discrete hazards."""
+    """Hybrid early-fusion attention network; outputs (b, num_classes) logits of discrete hazards.
+
+    ``weight_tie_layers``: layers 1..depth-1 share one set of weights (layer 0 keeps its own, as in
+    perceiver-pytorch), so for depth <= 2 it changes nothing.  Each raw context is Fourier-encoded
+    once per forward and read once for the keys and values of all its cross-attention weight sets
+    (:func:`context_keys_values`), which the tied layers reuse; ``reuse_context=False`` re-normalises
+    and re-projects the context in every layer, the textbook way (same result up to rounding)."""
 
     def __init__(self, *, input_channels: Sequence[int], input_axes: Sequence[int] | None = None,
                  depth: int = 3, num_latents: int = 16, latent_dim: int = 64,
@@ -115,8 +151,11 @@ class HEALNet(nn.Module):
         super().__init__()
         self.input_channels = list(input_channels)
         self.num_modalities = M = len(self.input_channels)
+        if M == 0:
+            raise ValueError("HEALNet needs at least one modality")
         axes = list(input_axes) if input_axes is not None else [0] * M
-        assert len(axes) == M, "input_axes needs one entry per modality"
+        if len(axes) != M:
+            raise ValueError(f"input_axes needs one entry per modality ({M}), got {len(axes)}")
         self.input_axes = [a if fourier_encode else 0 for a in axes]
         self.num_freq_bands, self.max_freq = num_freq_bands, max_freq
         self.context_dims = [c + a * (2 * num_freq_bands + 1) for c, a in zip(self.input_channels, self.input_axes)]
@@ -130,7 +169,7 @@ class HEALNet(nn.Module):
                 PreNorm(latent_dim, Attention(latent_dim, ctx, heads=cross_heads, dim_head=cross_dim_head,
                                               dropout=attn_dropout), context_dim=ctx), ff()])
                 for ctx in self.context_dims)
-            latent = nn.ModuleList(nn.ModuleList([
+            latent = nn.ModuleList(nn.ModuleList([  # one self-attention stack per layer, shared by the modalities
                 PreNorm(latent_dim, Attention(latent_dim, heads=latent_heads, dim_head=latent_dim_head,
                                               dropout=attn_dropout)), ff()])
                 for _ in range(self_per_cross_attn))
@@ -145,43 +184,62 @@ class HEALNet(nn.Module):
         """Sum of |w| over the weight matrices of all Linear layers (biases, norms and latents excluded)."""
         return sum(m.weight.abs().sum() for m in self.modules() if isinstance(m, nn.Linear))
 
+    def _cross_weight_sets(self, m: int) -> list[PreNorm]:
+        """Modality m's distinct cross-attention blocks over the layers (tied layers share one)."""
+        return list({id(layer["cross"][m][0]): layer["cross"][m][0] for layer in self.layers}.values())
+
     def _prepare(self, m, x, mask, present, pos):
         """Fourier-encode, sanitise and mask one modality; returns (context, key mask, valid (b,))."""
         if x.dim() == 2 and self.input_channels[m] == 1:  # (b, n) tabular -> (b, n, 1)
             x = x[..., None]
-        b, n, c = x.shape
-        assert c == self.input_channels[m], f"modality {m}: expected {self.input_channels[m]} channels, got {c}"
+        if x.dim() != 3 or x.shape[-1] != self.input_channels[m]:
+            raise ValueError(f"modality {m}: expected (batch, tokens, {self.input_channels[m]}), "
+                             f"got {tuple(x.shape)}")
+        b, n, _ = x.shape
         mask = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device).bool()
         valid = present & mask.any(dim=1)  # an empty bag counts as absent
         if self.input_axes[m]:
             if pos is None:
                 raise ValueError(f"modality {m} is Fourier-encoded: positions[{m}] is required")
             x = torch.cat([x, fourier_encode(pos.to(x), self.max_freq, self.num_freq_bands)], dim=-1)
-        x = x.masked_fill(~(mask & valid[:, None])[..., None], 0.0)  # never read padding / absent values
+        keep = mask & valid[:, None]
+        if not keep.all():  # never read padding / absent values (a copy only when there is something to zero)
+            x = x.masked_fill(~keep[..., None], 0.0)
         return x, mask | ~valid[:, None], valid  # absent rows attend to zeros; result discarded below
 
     def forward(self, tensors: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None,
                 present: torch.Tensor | None = None, positions: Sequence[torch.Tensor | None] | None = None,
-                return_attention: bool = False):
+                return_attention: bool = False, *, reuse_context: bool = True):
         M, b = self.num_modalities, tensors[0].shape[0]
-        assert len(tensors) == M, f"expected {M} modalities, got {len(tensors)}"
+        if len(tensors) != M:
+            raise ValueError(f"expected {M} modalities, got {len(tensors)}")
         dev = self.latents.device
         present = torch.ones(b, M, dtype=torch.bool, device=dev) if present is None else present.to(dev).bool()
         masks = [None] * M if masks is None else list(masks)
         positions = [None] * M if positions is None else list(positions)
         data = [self._prepare(m, tensors[m].to(dev), masks[m], present[:, m], positions[m]) for m in range(M)]
+        kv = {}  # per cross-attention weight set: keys and values of its context, computed once per forward
+        if reuse_context:
+            for m, (context, _, valid) in enumerate(data):
+                if valid.any():
+                    blocks = self._cross_weight_sets(m)
+                    kv.update(zip(map(id, blocks), context_keys_values(context, blocks)))
 
         x, weights = repeat(self.latents, "n d -> b n d", b=b), []
         for i, layer in enumerate(self.layers):
             for m, ((cross_attn, cross_ff), (context, mask, valid)) in enumerate(zip(layer["cross"], data)):
-                if not valid.any():  # nobody in the batch has this modality: skip its step
-                    attn = x.new_zeros(b, cross_attn.fn.heads, x.shape[1], context.shape[1]) if return_attention else None
-                else:
-                    update, attn = cross_attn(x, context=context, mask=mask, return_attn=return_attention)
+                attn = None
+                if valid.any():  # else nobody in the batch has this modality: its step is skipped
+                    if reuse_context:
+                        update, attn = cross_attn(x, kv=kv[id(cross_attn)], mask=mask, return_attn=return_attention)
+                    else:
+                        update, attn = cross_attn(x, context=context, mask=mask, return_attn=return_attention)
                     y = x + update
                     y = y + cross_ff(y)
                     x = torch.where(valid[:, None, None], y, x)  # absent samples keep their latents
                 if return_attention:
+                    if attn is None:
+                        attn = x.new_zeros(b, cross_attn.fn.heads, x.shape[1], context.shape[1])
                     weights.append({"layer": i, "modality": m, "attn": attn * valid[:, None, None, None]})
             for self_attn, self_ff in layer["latent"]:  # shared across modalities within the layer
                 x = x + self_attn(x)[0]

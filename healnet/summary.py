@@ -8,20 +8,41 @@ from pathlib import Path
 import pandas as pd
 
 
+PER_FOLD = ["model", "fold", "harrell", "uno", "ibs", "n_test", "events"]
+SUMMARY = ["model", "n_folds", "harrell_mean", "harrell_std", "uno_mean", "uno_std", "ibs_mean", "ibs_std",
+           "logrank_p", "oracle_c_index"]
+
+
+def _columns(table: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
+    return table[[c for c in wanted if c in table.columns]]
+
+
+def _status_line(path: Path, label: str) -> list[str]:
+    if not path.exists():
+        return []
+    counts = pd.read_csv(path, sep="\t")["status"].value_counts()
+    return [f"{label}: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+
+
 def summarise(results: str | Path) -> str:
+    """Per cohort under ``results``: per-fold metrics, their summary, the missing-modality table
+    and the QC counts, where they exist."""
     results = Path(results)
     lines = []
     for summary in sorted(results.glob("*/metrics_summary.tsv")):
         cohort = summary.parent
-        per_fold = pd.read_csv(cohort / "metrics.tsv", sep="\t")
-        table = pd.read_csv(summary, sep="\t")
-        slides = pd.read_csv(cohort / "qc" / "slides.tsv", sep="\t")
-        cases = pd.read_csv(cohort / "qc" / "cases.tsv", sep="\t")
+        per_fold = _columns(pd.read_csv(cohort / "metrics.tsv", sep="\t"), PER_FOLD)
+        table = _columns(pd.read_csv(summary, sep="\t"), SUMMARY)
         lines += [f"== cohort {cohort.name} ==", per_fold.to_string(index=False, float_format="%.3f"), "",
-                  table.to_string(index=False, float_format="%.3f"), "",
-                  "slides: " + ", ".join(f"{k} {v}" for k, v in slides["status"].value_counts().items()),
-                  "cases:  " + ", ".join(f"{k} {v}" for k, v in cases["status"].value_counts().items()),
-                  f"results: {cohort}/ (metrics.tsv, qc/, km.png, models/)", ""]
+                  table.to_string(index=False, float_format="%.3f"), ""]
+        missing = cohort / "missing_modalities.tsv"
+        if missing.exists() and len(m := pd.read_csv(missing, sep="\t")):
+            lines += ["missing modalities (Harrell's c-index):", m.to_string(index=False, float_format="%.3f"), ""]
+        lines += _status_line(cohort / "qc" / "slides.tsv", "slides")
+        lines += _status_line(cohort / "qc" / "cases.tsv", "cases ")
+        extra = ", attention/" if (cohort / "attention").exists() else ""
+        lines += [f"results: {cohort}/ (metrics.tsv, metrics_summary.tsv, missing_modalities.tsv, km.png{extra}, "
+                  f"qc/, models/)", ""]
     report = results / "report.html"
     if report.exists():
         lines.append(f"report: {report}")

@@ -95,6 +95,11 @@ def risk_from_logits(logits: Tensor) -> Tensor:
     return -torch.cumprod(1.0 - torch.sigmoid(logits), dim=1).sum(dim=1)
 
 
+def survival_from_logits(logits: Tensor) -> Tensor:
+    """(b, K) probability of surviving past the end of each bin, ``S_k = prod_{j<=k} (1 - h_j)``."""
+    return torch.cumprod(1.0 - torch.sigmoid(logits), dim=1)
+
+
 def cox_loss(risk: Tensor, times: Tensor, events: Tensor) -> Tensor:
     """Cox negative partial log-likelihood with Breslow's handling of ties, averaged over events:
         -1/n_events * sum_{i: event} [ r_i - log sum_{j: t_j >= t_i} exp(r_j) ].

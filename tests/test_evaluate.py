@@ -1,50 +1,167 @@
-"""healnet.evaluate: per-fold and summary tables, Kaplan–Meier plots with their log-rank test, and
+"""healnet.evaluate: per-fold and summary tables (metrics recomputed from the predictions against
+scikit-survival), the missing-modality table, Kaplan–Meier plots with their log-rank test, and
 loading a cohort from the pipeline's outputs."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import chi2
 from sksurv.compare import compare_survival
+from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, integrated_brier_score
+from sksurv.util import Surv
 
-from healnet.evaluate import evaluate_cohort, kaplan_meier_plot, load_cohort, metrics_table, summary_table
+from healnet.evaluate import (evaluate_cohort, kaplan_meier_plot, load_cohort, metrics_table, missing_table,
+                              model_fold, risk_groups, summary_table)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EDGES = [0.0, 300.0, 700.0, 1500.0, float("inf")]
 
 
-def _fold_files(root, c_indices: dict[str, list[float]]) -> dict[str, list[str]]:
-    paths = {}
-    for model, values in c_indices.items():
-        for k, c in enumerate(values):
-            path = root / "models" / model / f"fold{k}" / "metrics.json"
-            path.parent.mkdir(parents=True)
-            path.write_text(json.dumps({"fold": k, "c_index": c, "n_test": 10 + k, "n_test_events": 4,
-                                        "best_epoch": 2 * k, "n_train": 30}))
-            paths.setdefault(model, []).append(str(path))
-    return paths
+def _cohort(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i:03d}" for i in range(n)]
+    survival = pd.DataFrame({"time": np.round(rng.exponential(900, n)) + 1, "event": (rng.random(n) < 0.7).astype(int)},
+                            index=ids)
+    splits = []
+    for k in range(3):
+        test = ids[k::3]
+        rest = [c for c in ids if c not in test]
+        splits.append({"train": rest[:30], "val": rest[30:], "test": test})
+    return survival, splits
 
 
-C_INDICES = {"healnet": [0.71, 0.64, 0.80, 0.69], "baseline": [0.55, 0.61, 0.58, 0.52]}
+def _write_fold(root, model, fold, survival, split, *, seed, surv=True, best_epoch=None):
+    rng = np.random.default_rng(seed)
+    test = survival.loc[split["test"]]
+    risk = -np.log(test["time"].to_numpy()) + rng.normal(0, 1.0, len(test))
+    preds = pd.DataFrame({"case_id": test.index, "fold": fold, "risk": risk, "time": test["time"].to_numpy(),
+                          "event": test["event"].to_numpy()})
+    if surv:
+        s = np.cumprod(rng.uniform(0.6, 0.95, (len(test), 4)), axis=1)
+        for k in range(4):
+            preds[f"surv_{k}"] = s[:, k]
+    d = root / "models" / model / f"fold{fold}"
+    d.mkdir(parents=True)
+    preds.to_csv(d / "predictions.tsv", sep="\t", index=False)
+    (d / "metrics.json").write_text(json.dumps({"fold": fold, "c_index": 0.123, "bin_edges": EDGES,
+                                                "best_epoch": fold if best_epoch is None else best_epoch}))
+    return str(d / "metrics.json"), str(d / "predictions.tsv"), preds
 
 
-def test_metrics_and_summary_tables(tmp_path):
-    paths = _fold_files(tmp_path, C_INDICES)
-    metrics = metrics_table({m: list(reversed(p)) for m, p in paths.items()})  # order of the files does not matter
-    assert list(metrics["model"]) == ["baseline"] * 4 + ["healnet"] * 4
-    assert list(metrics["fold"]) == [0, 1, 2, 3] * 2
-    np.testing.assert_array_equal(metrics.loc[metrics["model"] == "healnet", "c_index"], C_INDICES["healnet"])
-    assert list(metrics["n_test"]) == [10, 11, 12, 13] * 2
-    assert list(metrics["best_epoch"]) == [0, 2, 4, 6] * 2
-    summary = summary_table(metrics, oracle_c_index=0.9).set_index("model")
-    for model, values in C_INDICES.items():
-        assert summary.loc[model, "c_index_mean"] == pytest.approx(np.mean(values))
-        assert summary.loc[model, "c_index_std"] == pytest.approx(np.std(values, ddof=1))
-        assert summary.loc[model, "n_folds"] == len(values)
+def _runs(root, survival, splits, models=("healnet", "coxnet")):
+    meta, preds, tables = [], [], {}
+    for i, model in enumerate(models):
+        for k, split in enumerate(splits):
+            m, p, t = _write_fold(root, model, k, survival, split, seed=10 * i + k, surv=model != "coxnet-nosurv")
+            meta.append(m)
+            preds.append(p)
+            tables[model, k] = t
+    return meta, preds, tables
+
+
+def _step(s, times):
+    """Survival at times from per-bin survival, written out: 1 in bin 0, else the previous bin's end."""
+    out = np.ones((len(s), len(times)))
+    for j, t in enumerate(times):
+        k = max(b for b in range(4) if EDGES[b] <= t)
+        out[:, j] = 1.0 if k == 0 else s[:, k - 1]
+    return out
+
+
+def test_model_fold_from_path():
+    assert model_fold("results/x/models/late-fusion/fold3/metrics.json") == ("late-fusion", 3)
+    with pytest.raises(ValueError, match="models/<model>/fold<k>"):
+        model_fold("results/x/metrics.json")
+
+
+def test_metrics_table_against_sksurv(tmp_path):
+    survival, splits = _cohort()
+    meta, preds, tables = _runs(tmp_path, survival, splits)
+    table = metrics_table(list(reversed(meta)), preds, survival=survival, splits=splits)  # file order is irrelevant
+    assert list(table["model"]) == ["coxnet"] * 3 + ["healnet"] * 3 and list(table["fold"]) == [0, 1, 2] * 2
+    for row in table.itertuples():
+        p = tables[row.model, row.fold]
+        train = survival.loc[splits[row.fold]["train"]]
+        y_train = Surv.from_arrays(event=train["event"].astype(bool), time=train["time"])
+        y_test = Surv.from_arrays(event=p["event"].astype(bool), time=p["time"])
+        assert row.harrell == pytest.approx(concordance_index_censored(p["event"].astype(bool), p["time"], p["risk"])[0])
+        assert row.c_index == row.harrell
+        tau = train["time"].max()
+        assert row.uno == pytest.approx(concordance_index_ipcw(y_train, y_test, p["risk"].to_numpy(), tau=tau)[0])
+        assert row.n_test == len(p) and row.events == p["event"].sum() and row.best_epoch == row.fold
+        # IBS at the documented times; test cases beyond the last training time are censored there
+        times = np.unique(np.quantile(p["time"], np.linspace(0.1, 0.9, 17)))
+        times = times[(times >= p["time"].min()) & (times < min(p["time"].max(), tau))]
+        late = p["time"].to_numpy() >= tau
+        t_c = np.where(late, (times[-1] + tau) / 2, p["time"])
+        y_c = Surv.from_arrays(event=p["event"].astype(bool).to_numpy() & ~late, time=t_c)
+        s = p[[f"surv_{k}" for k in range(4)]].to_numpy()
+        assert row.ibs == pytest.approx(integrated_brier_score(y_train, y_c, _step(s, times), times))
+        assert row.harrell_reason == row.uno_reason == row.ibs_reason == ""
+
+
+def test_metrics_table_nan_reasons(tmp_path):
+    survival, splits = _cohort()
+    survival.loc[splits[1]["test"], "event"] = 0  # fold 1 has no test event
+    meta, preds, _ = _runs(tmp_path, survival, splits, models=("healnet",))
+    table = metrics_table(meta, preds).set_index("fold")  # no survival/splits: Uno and IBS unknown
+    assert math.isnan(table.loc[1, "harrell"]) and "no event" in table.loc[1, "harrell_reason"]
+    assert table[["uno", "ibs"]].isna().all().all() and "unknown" in table.loc[0, "uno_reason"]
+    with pytest.raises(ValueError, match="pair up"):
+        metrics_table(meta, preds[:2])
+
+
+def test_summary_table():
+    rng = np.random.default_rng(0)
+    metrics = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 3, "fold": [0, 1, 2, 3, 0, 1, 2],
+                            "harrell": rng.uniform(0.5, 0.8, 7), "uno": rng.uniform(0.5, 0.8, 7),
+                            "ibs": [0.2, np.nan, 0.25, 0.22, 0.3, 0.1, 0.2]})
+    summary = summary_table(metrics, oracle_c_index=0.9, logrank={"a": 0.01}).set_index("model")
+    for model, group in metrics.groupby("model"):
+        for m in ("harrell", "uno"):
+            assert summary.loc[model, f"{m}_mean"] == pytest.approx(np.mean(group[m]))
+            assert summary.loc[model, f"{m}_std"] == pytest.approx(np.std(group[m], ddof=1))
+        assert summary.loc[model, "n_folds"] == len(group)
+    assert summary.loc["a", "ibs_mean"] == pytest.approx(np.mean([0.2, 0.25, 0.22])) and summary.loc["a", "ibs_folds"] == 3
+    assert summary.loc["a", "c_index_mean"] == summary.loc["a", "harrell_mean"]
+    assert summary.loc["a", "logrank_p"] == 0.01 and math.isnan(summary.loc["b", "logrank_p"])
     assert (summary["oracle_c_index"] == 0.9).all()
     assert "oracle_c_index" not in summary_table(metrics).columns
+
+
+def test_missing_table(tmp_path):
+    rng = np.random.default_rng(1)
+    paths, expected = [], {}
+    for k in range(3):
+        rows = []
+        for scenario in ("mix-50", "no-rna", "all", "no-wsi"):
+            n = 15
+            t, e, r = rng.exponential(500, n) + 1, rng.random(n) < 0.7, rng.normal(size=n)
+            rows.append(pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "fold": k, "scenario": scenario,
+                                      "risk": r, "time": t, "event": e.astype(int)}))
+            expected.setdefault(scenario, []).append(concordance_index_censored(e, t, r)[0])
+        path = tmp_path / "models" / "healnet" / f"fold{k}" / "missing.tsv"
+        path.parent.mkdir(parents=True)
+        pd.concat(rows).to_csv(path, sep="\t", index=False)
+        paths.append(str(path))
+    table = missing_table(paths)
+    assert list(table["scenario"]) == ["all", "no-rna", "no-wsi", "mix-50"] and set(table["model"]) == {"healnet"}
+    for row in table.itertuples():
+        assert row.harrell_mean == pytest.approx(np.mean(expected[row.scenario]))
+        assert row.harrell_std == pytest.approx(np.std(expected[row.scenario], ddof=1))
+        assert row.n_folds == 3 and row.n_cases == 45
+    assert list(missing_table([]).columns) == ["model", "scenario", "harrell_mean", "harrell_std", "n_folds", "n_cases"]
+
+
+def test_risk_groups_use_each_folds_median():
+    # fold 1's model outputs risks on a scale 100× larger: a pooled median would put all of it "high"
+    preds = pd.DataFrame({"fold": [0] * 4 + [1] * 4, "risk": [1, 2, 3, 4, 100, 200, 300, 400]})
+    assert risk_groups(preds).tolist() == [False, False, True, True] * 2
+    assert risk_groups(preds.drop(columns="fold")).tolist() == [False] * 4 + [True] * 4
 
 
 def _logrank_p(time, event, group) -> float:
@@ -97,24 +214,33 @@ def test_single_risk_group_has_no_test(tmp_path):
 
 
 def test_evaluate_cohort_writes_all_tables(tmp_path):
-    paths = _fold_files(tmp_path, C_INDICES)
-    predictions = []
-    for k in range(4):
-        df, _ = _predictions(n=12, seed=k)
-        path = tmp_path / "models" / "healnet" / f"fold{k}" / "predictions.tsv"
-        df.assign(fold=k).to_csv(path, sep="\t", index=False)
-        predictions.append(str(path))
+    survival, splits = _cohort()
+    meta, preds, tables = _runs(tmp_path, survival, splits)
+    missing = tmp_path / "models" / "healnet" / "fold0" / "missing.tsv"
+    tables["healnet", 0].assign(scenario="all").to_csv(missing, sep="\t", index=False)
     oracle = tmp_path / "oracle.json"
     oracle.write_text(json.dumps({"c_index": 0.85}))
     out = tmp_path / "eval"
-    summary = evaluate_cohort(paths["healnet"] + paths["baseline"], predictions, ["healnet", "baseline"],
-                              out / "metrics.tsv", out / "summary.tsv", out / "km.png", oracle=oracle)
-    assert set(summary["model"]) == {"healnet", "baseline"}
+    summary = evaluate_cohort(meta, preds, metrics_out=out / "metrics.tsv", summary_out=out / "summary.tsv",
+                              km_out=out / "km.png", missing_out=out / "missing.tsv", fold_missing=[str(missing)],
+                              survival=survival, splits=splits, oracle=oracle, title="tiny")
+    assert set(summary["model"]) == {"healnet", "coxnet"}
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert len(metrics) == 6 and metrics[["harrell", "uno", "ibs"]].notna().all().all()
     written = pd.read_csv(out / "summary.tsv", sep="\t").set_index("model")
-    assert written.loc["healnet", "c_index_mean"] == pytest.approx(np.mean(C_INDICES["healnet"]), abs=1e-4)
+    h = metrics[metrics["model"] == "healnet"]["harrell"]
+    assert written.loc["healnet", "harrell_mean"] == pytest.approx(h.mean(), abs=1e-4)
     assert written.loc["healnet", "oracle_c_index"] == pytest.approx(0.85)
-    assert len(pd.read_csv(out / "metrics.tsv", sep="\t")) == 8
-    assert (out / "km.png").read_bytes()[:8] == PNG_MAGIC
+    pooled = pd.concat(tables["healnet", k] for k in range(3))
+    high = risk_groups(pooled)
+    y = np.array(list(zip(pooled["event"].astype(bool), pooled["time"])), dtype=[("event", bool), ("time", float)])
+    assert written.loc["healnet", "logrank_p"] == pytest.approx(compare_survival(y, high)[1], abs=1e-4)
+    miss = pd.read_csv(out / "missing.tsv", sep="\t")
+    fold0 = metrics[(metrics["model"] == "healnet") & (metrics["fold"] == 0)]
+    assert miss.loc[0, "harrell_mean"] == pytest.approx(fold0["harrell"].iloc[0], abs=1e-4)
+    png = (out / "km.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 20000
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 
 def test_load_cohort_from_pipeline_outputs(processed, demo_cohort, demo_files, demo_truth, tmp_path):

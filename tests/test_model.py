@@ -249,3 +249,115 @@ def test_learns_synthetic_survival_and_is_deterministic():
     assert cindex > 0.8
     logits2, _ = _train()
     assert torch.equal(logits, logits2)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch independence and the per-forward context cache
+
+
+def _case(seed, n, channels=(6, 1, 3), genes=9):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, channels[0], generator=g), torch.randn(genes, channels[1], generator=g),
+            torch.randn(4, channels[2], generator=g)]
+
+
+def _batch(cases, present):
+    """Pad a list of cases (per modality: tokens × channels) into one batch with masks."""
+    tensors, masks = [], []
+    for m in range(len(cases[0])):
+        n = max(c[m].shape[0] for c in cases)
+        t = torch.randn(len(cases), n, cases[0][m].shape[1]) * 100  # padding and absent values: garbage
+        mask = torch.zeros(len(cases), n, dtype=torch.bool)
+        for i, c in enumerate(cases):
+            if present[i][m]:
+                t[i, : len(c[m])] = c[m]
+                mask[i, : len(c[m])] = True
+        tensors.append(t)
+        masks.append(mask)
+    return tensors, masks, torch.tensor(present)
+
+
+@pytest.mark.parametrize("return_attention", [False, True])
+def test_output_of_a_sample_does_not_depend_on_its_batch(return_attention):
+    """Case 0's logits are the same alone and in batches whose other cases have other bag sizes
+    and lack other modalities (eval mode)."""
+    model = make(channels=(6, 1, 3), weight_tie_layers=True, depth=3)
+    case = _case(0, n=13)
+    tensors, masks, present = _batch([case], [[True, True, True]])
+    alone = model(tensors, masks=masks, present=present)
+    others = [_case(s, n) for s, n in ((1, 40), (2, 3), (3, 13), (4, 25))]
+    for present in ([[True] * 3] * 5,
+                    [[True] * 3, [False, True, True], [True, False, False], [False, False, True], [True, True, False]]):
+        for order in ([0, 1, 2, 3, 4], [3, 1, 4, 0, 2]):
+            cases = [([case] + others)[k] for k in order]
+            tensors, masks, pres = _batch(cases, [present[k] for k in order])
+            out = model(tensors, masks=masks, present=pres, return_attention=return_attention)
+            out = out[0] if return_attention else out
+            torch.testing.assert_close(out[order.index(0)][None], alone, atol=1e-6, rtol=0)
+
+
+def test_cached_context_equals_per_layer_recomputation():
+    """K/V of each context computed once per forward (LayerNorm affine folded into the projection,
+    reused by tied layers) gives the textbook per-layer result, forward and backward."""
+    channels, axes = (6, 1, 3), (2, 0, 0)
+    model = make(channels=channels, input_axes=axes, fourier_encode=True, weight_tie_layers=True, depth=4)
+    with torch.no_grad():  # non-trivial LayerNorm affines, so that folding them is exercised
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.5, 0.5)
+    cases = [_case(s, n) for s, n in ((0, 10), (1, 17), (2, 5))]
+    for c in cases:  # raw (not standardised) contexts: a large common offset and scale
+        c[0] = c[0] * 3 + 20
+    tensors, masks, present = _batch(cases, [[True, True, True], [True, False, True], [False, True, True]])
+    pos = [torch.rand(3, tensors[0].shape[1], 2) * 2 - 1, None, None]
+    for return_attention in (False, True):
+        cached = model(tensors, masks=masks, present=present, positions=pos, return_attention=return_attention)
+        plain = model(tensors, masks=masks, present=present, positions=pos, return_attention=return_attention,
+                      reuse_context=False)
+        if return_attention:
+            for a, b in zip(cached[1], plain[1]):
+                torch.testing.assert_close(a["attn"], b["attn"], atol=1e-5, rtol=0)
+            cached, plain = cached[0], plain[0]
+        torch.testing.assert_close(cached, plain, atol=1e-5, rtol=0)
+
+    grads = []
+    for reuse in (True, False):
+        model.zero_grad()
+        model(tensors, masks=masks, present=present, positions=pos, reuse_context=reuse).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_context_read_once_per_forward_for_all_weight_sets(monkeypatch):
+    """depth 4 with tied layers: layer 0 and the shared layers 1-3 are two weight sets, so each of
+    the 3 contexts goes through ONE fused projection onto 2 weight sets per forward (untied: 4),
+    and never through a per-layer LayerNorm + to_kv."""
+    import healnet.model
+
+    calls = []
+    original = healnet.model.context_keys_values
+
+    def counting(context, blocks):
+        calls.append(len(blocks))
+        return original(context, blocks)
+
+    monkeypatch.setattr(healnet.model, "context_keys_values", counting)
+    x = data(b=2, n=(7, 12, 4), channels=(6, 1, 3))
+    for tied, sets in ((True, 2), (False, 4)):
+        model = make(channels=(6, 1, 3), weight_tie_layers=tied, depth=4)
+        per_layer = []
+        for mod in model.modules():  # each shared module once
+            if isinstance(mod, healnet.model.PreNorm) and mod.norm_context is not None:
+                mod.fn.to_kv.register_forward_hook(lambda *a: per_layer.append(1))
+                mod.norm_context.register_forward_hook(lambda *a: per_layer.append(1))
+        calls.clear()
+        model(x)
+        assert calls == [sets] * 3 and per_layer == []
+        model(x, reuse_context=False)
+        assert len(per_layer) == 2 * 4 * 3  # the textbook path: LayerNorm + to_kv per layer and modality
+    # a modality nobody in the batch has is not projected at all
+    calls.clear()
+    model(x, present=torch.tensor([[True, False, True], [True, False, True]]))
+    assert calls == [4, 4]

@@ -112,3 +112,26 @@ def test_tiny_cohort_still_gets_folds():
     for f in folds:
         assert len(f["val"]) == 1 and len(f["train"]) == 3
         assert sum(events[ids.index(c)] for c in f["test"]) == 2  # the outer folds are still stratified
+
+
+def test_no_patient_in_two_folds_even_with_several_slides_each(tmp_path):
+    """(d) Slides of one patient never sit in two folds, nor in two parts of one fold: folds are
+    drawn over cases, and a survival table with one row per slide (a case twice) is refused."""
+    from healnet.data import case_of_slide
+
+    rng = np.random.default_rng(2)
+    cases = [f"TCGA-{s}-{i:04d}" for i, s in enumerate(rng.choice(["A1", "BH", "E2"], 60))]
+    slides = [f"{c}-01Z-00-DX{k}.{rng.integers(1e9)}" for c in cases for k in range(1, int(rng.integers(1, 4)) + 1)]
+    events = (rng.random(60) < 0.4).astype(int)
+    folds = make_splits(cases, events, n_folds=5, seed=0)
+    for slide in slides:
+        case = case_of_slide(slide)
+        places = [(k, part) for k, f in enumerate(folds) for part in ("train", "val", "test") if case in f[part]]
+        assert sorted(k for k, _ in places) == list(range(5))  # in exactly one part of every fold
+        assert sum(part == "test" for _, part in places) == 1  # and tested in exactly one fold
+    clinical = tmp_path / "survival.parquet"
+    per_slide = pd.DataFrame({"case_id": [case_of_slide(s) for s in slides], "event": 1, "status": "ok"})
+    per_slide.to_parquet(clinical)
+    assert per_slide["case_id"].duplicated().any()
+    with pytest.raises(ValueError, match="unique"):
+        splits_for_cohort(clinical, tmp_path / "splits.json")

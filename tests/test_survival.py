@@ -149,3 +149,17 @@ def test_concordance_against_brute_force():
     assert concordance(times, events, risk) == pytest.approx(num / den)
     assert concordance(torch.tensor(times), torch.tensor(events), torch.tensor(risk)) == pytest.approx(num / den)
     assert math.isnan(concordance(times, np.zeros(n, bool), risk))
+
+
+def test_survival_from_logits_is_the_product_of_one_minus_hazards():
+    from healnet.survival import survival_from_logits
+
+    logits = torch.randn(7, 4, dtype=torch.float64)
+    expected = np.ones((7, 4))
+    for i in range(7):
+        s = 1.0
+        for k in range(4):
+            s *= 1.0 - 1.0 / (1.0 + math.exp(-logits[i, k].item()))
+            expected[i, k] = s
+    np.testing.assert_allclose(survival_from_logits(logits).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(-survival_from_logits(logits).sum(1), risk_from_logits(logits), rtol=1e-12)

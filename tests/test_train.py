@@ -3,6 +3,7 @@ missing modalities, and a training run that finds a planted signal reproducibly.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -239,7 +240,8 @@ def test_training_finds_the_planted_signal(trained):
 
 def test_training_outputs(trained):
     cohort, split, out, metrics = trained
-    assert sorted(p.name for p in out.iterdir()) == ["history.tsv", "metrics.json", "model.pt", "predictions.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == ["attention.npz", "history.tsv", "metrics.json", "missing.tsv",
+                                                     "model.pt", "predictions.tsv"]
     assert json.loads((out / "metrics.json").read_text()) == metrics
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t").set_index("case_id")
     assert list(predictions.index) == split["test"]
@@ -258,6 +260,77 @@ def test_training_outputs(trained):
     assert best <= history["val_loss"].min() + 1e-4  # the kept weights are those of the best validation loss
     assert (history.loc[: metrics["best_epoch"] - 1, "val_loss"] >= best - 1e-4).all()
     assert np.isfinite(history["train_loss"]).all()
+
+
+def test_survival_curves_in_predictions(trained):
+    """surv_k is the survival past the end of bin k: in (0, 1), decreasing, and risk = -sum_k surv_k;
+    the times of the bin ends are in metrics.json."""
+    _, split, out, metrics = trained
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
+    surv = predictions[[f"surv_{k}" for k in range(CFG.n_bins)]].to_numpy()
+    assert ((surv > 0) & (surv < 1)).all() and (np.diff(surv, axis=1) <= 0).all()
+    np.testing.assert_allclose(-surv.sum(1), predictions["risk"], rtol=1e-6)
+    edges = metrics["bin_edges"]
+    train_times = planted_cohort()[0].survival.loc[split["train"], "time"]
+    assert metrics["surv_times"] == edges[1:-1] + [float(train_times.max())]
+
+
+def test_missing_modality_scenarios(trained):
+    _, split, out, _ = trained
+    missing = pd.read_csv(out / "missing.tsv", sep="\t", keep_default_na=False)
+    assert list(missing.columns) == ["case_id", "fold", "scenario", "dropped", "risk", "time", "event"]
+    assert sorted(missing["scenario"].unique()) == ["full", "mixed", "no_rna", "no_wsi"]
+    risk = {s: g.set_index("case_id")["risk"] for s, g in missing.groupby("scenario")}
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t").set_index("case_id")
+    for r in risk.values():
+        assert list(r.index) == split["test"]
+    np.testing.assert_allclose(risk["full"], predictions["risk"], rtol=1e-6)
+    # a case that lacks a modality anyway is unchanged by removing it; the others do change
+    assert risk["no_wsi"][NO_WSI[1]] == pytest.approx(risk["full"][NO_WSI[1]], abs=1e-6)
+    assert risk["no_rna"][NO_RNA[1]] == pytest.approx(risk["full"][NO_RNA[1]], abs=1e-6)
+    assert (np.abs(risk["no_wsi"] - risk["full"]) > 1e-4).mean() > 0.9
+    # mixed: each case loses exactly one modality, about half each, and gets that scenario's risk
+    mixed = missing[missing["scenario"] == "mixed"].set_index("case_id")
+    assert set(mixed["dropped"]) == {"wsi", "rna"} and 0.25 < (mixed["dropped"] == "wsi").mean() < 0.75
+    for c, row in mixed.iterrows():
+        assert row["risk"] == pytest.approx(risk[f"no_{row['dropped']}"][c], abs=1e-6)
+
+
+def test_attention_maps(trained):
+    """Per test case with a slide: one weight per patch used (they sum to 1: the mean over latents,
+    heads and layers of softmax rows), with those patches' level-0 coordinates; omics profiles as
+    one token ('single') have no per-gene attention, only a note."""
+    cohort, split, out, _ = trained
+    att = np.load(out / "attention.npz")
+    assert list(att["case_ids"]) == split["test"]
+    with_wsi = [c for c in split["test"] if c in cohort.bags]
+    assert sorted(k.split("/", 1)[1] for k in att.files if k.startswith("wsi_attention/")) == sorted(with_wsi)
+    for c in with_wsi:
+        w = att[f"wsi_attention/{c}"]
+        assert w.shape == (len(cohort.bags[c]),) and (w >= 0).all()
+        assert w.sum() == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_array_equal(att[f"wsi_coords/{c}"], cohort.positions[c].round())
+        assert att[f"wsi_coords/{c}"].dtype == np.int64
+    assert not [k for k in att.files if k.startswith("rna_attention/")]
+    assert "not defined" in json.loads(str(att["notes"]))["rna"]
+
+
+def test_attention_maps_per_gene_and_subsampled_patches(tmp_path):
+    cohort, _ = planted_cohort(n=40)
+    ids = cohort.case_ids
+    split = {"train": ids[:24], "val": ids[24:30], "test": ids[30:]}
+    cfg = TrainConfig(epochs=2, omic_tokens="genes", omic_top_k=12, max_patches=10, fourier_wsi=True, device="cpu")
+    train_fold(cohort, split, cfg, tmp_path)
+    att = np.load(tmp_path / "attention.npz")
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert list(att["rna_features"]) == saved["transforms"]["rna"].columns
+    for c in split["test"]:
+        w = att[f"rna_attention/{c}"]
+        assert w.shape == (12,) and w.sum() == pytest.approx(1.0, abs=1e-5)
+        coords = att[f"wsi_coords/{c}"]  # the (at most) 10 patches kept, in the bag's order
+        assert att[f"wsi_attention/{c}"].shape == (min(10, len(cohort.bags[c])),) == coords.shape[:1]
+        rows = [int(np.flatnonzero((cohort.positions[c].round() == xy).all(1))[0]) for xy in coords]
+        assert rows == sorted(rows)
 
 
 def test_saved_model_reproduces_the_predictions(trained):
@@ -310,3 +383,263 @@ def test_load_bags_concatenates_a_cases_slides(processed, demo_truth):
         np.testing.assert_array_equal(positions[c], np.concatenate([p for _, p in parts]))
         assert bags[c].dtype == np.float32
     assert any(len(parts) == 2 for parts in expected.values())  # the two-slide case
+
+
+# ---------------------------------------------------------------------------------------------
+# lazy bags: float16 Zarr stores read on demand, statistics streamed over training cases only
+
+
+def _write_store(path, feats: np.ndarray, coords: np.ndarray, chunk: int = 5) -> None:
+    """A feature store laid out like preprocessing.features writes it (float16 features)."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w")
+    root.create_array("features", data=feats.astype(np.float16), chunks=(chunk, feats.shape[1]))
+    root.create_array("coords", data=coords.astype(np.int64), chunks=(chunk, 2))
+
+
+def _stores(cohort: Cohort, folder) -> tuple[list, Cohort]:
+    """Each case's bag written as float16 stores (cases with an even index split over two slides);
+    returns the store paths and the in-memory cohort holding exactly what the stores hold."""
+    paths, memory = [], {}
+    for i, (c, bag) in enumerate(cohort.bags.items()):
+        coords = np.round(cohort.positions[c]).astype(np.int64)
+        parts = np.array_split(np.arange(len(bag)), 2 if i % 2 == 0 else 1)
+        for k, rows in enumerate(parts):
+            path = folder / f"{c}-01Z-00-DX{k + 1}.zarr"
+            _write_store(path, bag[rows], coords[rows])
+            paths.append(path)
+        memory[c] = bag.astype(np.float16).astype(np.float32)
+        cohort.positions[c] = coords.astype(np.float32)
+    return paths, Cohort(cohort.survival, memory, cohort.positions, cohort.omics)
+
+
+def test_lazy_bag_reads_rows_across_its_stores(tmp_path):
+    from healnet.data import LazyBag, iter_blocks
+
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((n, 6)).astype(np.float16) for n in (7, 1, 12)]
+    for k, p in enumerate(parts):
+        _write_store(tmp_path / f"s{k}.zarr", p, np.zeros((len(p), 2)))
+    bag = LazyBag([tmp_path / f"s{k}.zarr" for k in range(3)], [7, 1, 12], 6)
+    full = np.concatenate(parts).astype(np.float32)
+    assert len(bag) == 20 and bag.shape == (20, 6)
+    np.testing.assert_array_equal(bag.read(), full)
+    rows = np.array([0, 6, 7, 8, 19])
+    got = bag.read(rows)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, full[rows])
+    np.testing.assert_array_equal(bag.read_range(5, 9), full[5:9])
+    np.testing.assert_array_equal(np.concatenate(list(iter_blocks(bag, 3))), full)
+    with pytest.raises(ValueError, match="increasing"):
+        bag.read(np.array([3, 2]))
+
+
+def test_streamed_statistics_match_numpy_and_ignore_test_cases(tmp_path, monkeypatch):
+    """(c) The per-fold WSI channel mean/std, streamed store by store in blocks (float64), equal the
+    two-pass numpy figures over the training patches; an extreme value planted in a test case's
+    store moves nothing that is fitted (nor the bins), one planted in a training case does."""
+    import healnet.data
+    from healnet.data import open_bags
+
+    monkeypatch.setattr(healnet.data, "BLOCK_ROWS", 7)  # many blocks, some spanning two stores
+    cohort, _ = planted_cohort(n=30)
+    paths, memory = _stores(cohort, tmp_path)
+    ids = cohort.case_ids
+    split = {"train": ids[:18], "val": ids[18:22], "test": ids[22:]}
+    bags, positions, dim = open_bags(paths)
+    assert dim == DIM and set(bags) == set(ids)
+    lazy = Cohort(cohort.survival, bags, positions, cohort.omics)
+    cfg = replace(CFG, omic_top_k=8)
+    _, edges, transforms = prepare_fold(lazy, split, cfg)
+    patches = np.concatenate([memory.bags[c] for c in split["train"]]).astype(np.float64)
+    np.testing.assert_allclose(transforms["wsi"][0], patches.mean(0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(transforms["wsi"][1], patches.std(0), rtol=1e-10)
+
+    def planted(case: str):
+        folder = tmp_path / f"planted-{case}"
+        folder.mkdir()
+        out = []
+        for p in paths:
+            q = folder / p.name
+            import shutil
+
+            shutil.copytree(p, q)
+            if p.name.startswith(case):
+                import zarr
+
+                arr = zarr.open_group(str(q), mode="r+")["features"]
+                arr[0, :] = 6e4  # near float16's largest value
+            out.append(q)
+        survival = cohort.survival.copy()
+        survival.loc[case, "time"] = 1e7
+        return Cohort(survival, open_bags(out)[0], positions, cohort.omics)
+
+    _, edges2, transforms2 = prepare_fold(planted(split["test"][0]), split, cfg)
+    np.testing.assert_array_equal(transforms2["wsi"][0], transforms["wsi"][0])
+    np.testing.assert_array_equal(transforms2["wsi"][1], transforms["wsi"][1])
+    np.testing.assert_array_equal(edges2, edges)
+    _, _, transforms3 = prepare_fold(planted(split["train"][0]), split, cfg)
+    assert not np.allclose(transforms3["wsi"][0], transforms["wsi"][0])
+
+
+def test_lazy_and_in_memory_bags_train_identically(tmp_path):
+    from healnet.data import LazyBag, open_bags
+
+    cohort, _ = planted_cohort(n=60)
+    paths, memory = _stores(cohort, tmp_path)
+    ids = cohort.case_ids
+    split = {"train": ids[:36], "val": ids[36:46], "test": ids[46:]}
+    cfg = replace(CFG, epochs=4, max_patches=12, fourier_wsi=True, omic_top_k=8)
+    results = []
+    for kind in ("memory", "lazy", "lazy-no-prefetch"):
+        bags = memory.bags if kind == "memory" else open_bags(paths)[0]
+        assert all(isinstance(b, LazyBag) for b in bags.values()) == (kind != "memory")
+        out = tmp_path / kind
+        metrics = train_fold(Cohort(cohort.survival, bags, cohort.positions, cohort.omics), split,
+                             replace(cfg, prefetch=kind != "lazy-no-prefetch"), out)
+        results.append((metrics, (out / "predictions.tsv").read_bytes(), (out / "missing.tsv").read_bytes()))
+    assert results[0] == results[1] == results[2]
+
+
+def test_train_fold_from_files_reads_bags_lazily(tmp_path, monkeypatch):
+    """The rule's entry point: lazy bags, the architecture from the `model` wildcard, config keys checked."""
+    import healnet.data
+    from healnet.splits import write_splits
+    from healnet.train import config_from_dict, train_fold_from_files
+
+    cohort, _ = planted_cohort(n=40)
+    paths, _ = _stores(cohort, tmp_path)
+    clinical = tmp_path / "clinical.parquet"
+    cohort.survival.reset_index().assign(status="ok").to_parquet(clinical)
+    rna = tmp_path / "rna.parquet"
+    cohort.omics["rna"].to_parquet(rna)
+    ids = cohort.case_ids
+    write_splits(tmp_path / "splits.json", [{"train": ids[:24], "val": ids[24:30], "test": ids[30:]}])
+    reads = []
+    original = healnet.data.LazyBag.read
+    monkeypatch.setattr(healnet.data.LazyBag, "read", lambda self, rows=None: reads.append(1) or original(self, rows))
+    config = {"models": ["healnet"], "modalities": ["wsi", "rna"], "epochs": 2, "omic_top_k": 8, "device": "cpu"}
+    metrics = train_fold_from_files(clinical, paths, {"rna": rna}, tmp_path / "splits.json", 0, tmp_path / "out",
+                                    config, seed=0, architecture="healnet-wsi")
+    assert metrics["architecture"] == "healnet-wsi" and metrics["modalities"] == ["wsi"]
+    assert reads  # bags were read through LazyBag
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t")
+    assert "has_rna" not in predictions and predictions["has_wsi"].all()
+    att = np.load(tmp_path / "out" / "attention.npz")
+    for c in ids[30:]:  # with lazy bags, each patch's slide: cases of even index have two
+        slides = att[f"slide/{c}"]
+        assert len(slides) == len(att[f"wsi_attention/{c}"]) and list(slides) == sorted(slides)
+        assert set(slides) == {p.name[:-5] for p in paths if p.name.startswith(c)}
+    with pytest.raises(ValueError, match="epochz"):
+        config_from_dict({**config, "epochz": 3})
+
+
+# ---------------------------------------------------------------------------------------------
+# several omics modalities; architectures
+
+
+def test_several_omics_modalities(tmp_path):
+    """cnv (log ratios, negative values: not log-transformed) next to rna, each its own modality."""
+    cohort, _ = planted_cohort(n=40)
+    rng = np.random.default_rng(5)
+    cnv = pd.DataFrame(rng.normal(0, 1, (40, 12)), index=cohort.case_ids, columns=[f"C{j}" for j in range(12)])
+    cohort.omics["cnv"] = cnv.drop(index=cohort.case_ids[30:33])
+    ids = cohort.case_ids
+    split = {"train": ids[:24], "val": ids[24:30], "test": ids[30:]}
+    cfg = TrainConfig(modalities=("wsi", "rna", "cnv"), epochs=2, omic_top_k=6, device="cpu")
+    subsets, _, transforms = prepare_fold(cohort, split, cfg)
+    assert transforms["cnv"].log_transform is False and transforms["rna"].log_transform is True
+    train = cnv.loc[split["train"]]
+    top = train.var().sort_values(ascending=False, kind="stable").index[:6]
+    c = split["test"][5]
+    np.testing.assert_allclose(subsets["test"].inputs[2][5][0],
+                               (cnv.loc[c, top] - train[top].mean()) / train[top].std(), rtol=1e-5)
+    train_fold(cohort, split, cfg, tmp_path)
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t").set_index("case_id")
+    assert predictions.loc[ids[30:33], "has_cnv"].tolist() == [False] * 3 and predictions.loc[ids[33:], "has_cnv"].all()
+    missing = pd.read_csv(tmp_path / "missing.tsv", sep="\t", keep_default_na=False)
+    assert sorted(missing["scenario"].unique()) == ["full", "mixed", "no_cnv", "no_rna", "no_wsi"]
+
+
+def test_zoo_healnet_variants():
+    from healnet.zoo import build_model, model_modalities
+
+    assert model_modalities("healnet", ("wsi", "rna", "cnv")) == ("wsi", "rna", "cnv")
+    assert model_modalities("healnet-cnv", ("wsi", "rna", "cnv")) == ("cnv",)
+    assert model_modalities("snn", ("wsi", "rna", "cnv")) == ("rna", "cnv")
+    assert model_modalities("abmil", ("wsi", "rna")) == ("wsi",)
+    with pytest.raises(ValueError, match="not among"):
+        model_modalities("healnet-cnv", ("wsi", "rna"))
+    with pytest.raises(ValueError, match="unknown architecture"):
+        model_modalities("perceiverio", ("wsi",))
+    model = build_model("healnet-wsi", input_channels=[16], modalities=["wsi"], num_classes=4, depth=1)
+    assert isinstance(model, HEALNet) and model.num_modalities == 1
+    assert model([torch.randn(2, 5, 16)]).shape == (2, 4)
+
+
+def _baselines_present() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("healnet.baselines") is not None
+
+
+@pytest.mark.skipif(not _baselines_present(), reason="healnet/baselines.py is not there yet")
+@pytest.mark.parametrize("name", ["snn", "abmil", "early-fusion", "late-fusion", "coxnet"])
+def test_baselines_train_on_the_same_fold(name, tmp_path):
+    cohort = _with_missing(planted_cohort()[0])
+    split = _split(cohort.case_ids)
+    for tokens in ("single", "genes"):
+        cfg = TrainConfig(architecture=name, epochs=2, omic_top_k=8, omic_tokens=tokens, device="cpu")
+        metrics = train_fold(cohort, split, cfg, tmp_path)
+    assert metrics["architecture"] == name and metrics["n_test"] == len(split["test"])
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    assert np.isfinite(predictions["risk"]).all()
+    assert {f"surv_{k}" for k in range(4)} <= set(predictions.columns)
+    assert (tmp_path / "missing.tsv").exists() and (tmp_path / "attention.npz").exists()
+
+
+def test_open_bags_matches_load_bags(processed):
+    """The lazy reader gives the eager reader's bags and positions for the pipeline's own stores."""
+    from healnet.data import LazyBag, open_bags
+
+    stores = sorted(processed["features"].glob("*.zarr"))
+    eager, eager_pos, dim = load_bags(stores)
+    lazy, lazy_pos, lazy_dim = open_bags(stores)
+    assert lazy_dim == dim and set(lazy) == set(eager)
+    for c, bag in lazy.items():
+        assert isinstance(bag, LazyBag) and bag.shape == eager[c].shape
+        np.testing.assert_array_equal(bag.read(), eager[c])
+        np.testing.assert_array_equal(lazy_pos[c], eager_pos[c])
+
+
+def test_device_and_mixed_precision_choice():
+    """bf16 autocast only on CUDA; "auto" falls back to the CPU (float32, deterministic)."""
+    from healnet.train import _autocast, _device
+
+    assert _device(TrainConfig(device="cpu")).type == "cpu"
+    assert _device(TrainConfig(device="auto")).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available" on CPU-only machines
+        amp = _autocast(torch.device("cuda"))
+    assert isinstance(amp, torch.autocast) and amp.fast_dtype == torch.bfloat16
+    assert not isinstance(_autocast(torch.device("cpu")), torch.autocast)
+    with pytest.raises(ValueError, match="omic_tokens"):
+        TrainConfig(omic_tokens="pathways")
+
+
+def test_missing_omic_values_become_the_training_mean():
+    import pandas as pd
+
+    from healnet.data import OmicTransform
+
+    train = pd.DataFrame({"a": [1.0, 3.0, np.nan, 5.0], "b": [2.0, 2.5, 3.0, 10.0]})
+    t = OmicTransform(top_k=2, log_transform=False).fit(train)
+    assert np.allclose(t.mean[[t.columns.index("a"), t.columns.index("b")]], [3.0, 4.375])  # NaN left out
+    out = t.transform(pd.DataFrame({"a": [np.nan, 5.0], "b": [4.375, np.nan]}))
+    assert np.isfinite(out).all()
+    order = t.columns.index("a"), t.columns.index("b")
+    assert out[0, order[0]] == 0 and out[1, order[1]] == 0
+    assert np.isclose(out[1, order[0]], (5.0 - 3.0) / np.std([1.0, 3.0, 5.0], ddof=1))

@@ -1,18 +1,52 @@
+# Cross-validation summary (rule evaluate) and attention maps (rule attention_maps); the report
+# (`snakemake --report`) shows their outputs with the captions in workflow/report/.
+# Optional config block `evaluate:` (defaults below): attention_model, attention_cases, heatmap_px.
+EVALUATE = {"attention_model": "healnet", "attention_cases": 4, "heatmap_px": 1024, **(config.get("evaluate") or {})}
+
+
+def train_fold_outputs(name):
+    """Input function: output ``name`` of rule train for every configured model and fold (none when
+    rule train does not declare it)."""
+    pattern = getattr(rules.train.output, name, None)
+    return fold_outputs(pattern) if pattern is not None else (lambda wildcards: [])
+
+
+def attention_fold_outputs(name):
+    """Output ``name`` of rule train for the attention model's folds."""
+    pattern = getattr(rules.train.output, name)
+    return lambda wildcards: expand(pattern, cohort=wildcards.cohort, model=EVALUATE["attention_model"],
+                                    fold=range(config["splits"]["n_folds"]))
+
+
+def attention_targets():
+    """attention_maps outputs of every cohort, for `rule all`; none unless the attention model is
+    among train.models and rule train writes attention.npz."""
+    if EVALUATE["attention_model"] not in config["train"]["models"] or not hasattr(rules.train.output, "attention"):
+        return []
+    return expand(f"{RESULTS}/{{cohort}}/attention/genes.tsv", cohort=COHORTS)
+
+
 rule evaluate:
     input:
         metrics=fold_outputs(rules.train.output.metrics),
         predictions=fold_outputs(rules.train.output.predictions),
+        missing=train_fold_outputs("missing"),
+        clinical=rules.clinical.output.table,
+        splits=rules.splits.output.json,
     output:
-        metrics=report(f"{RESULTS}/{{cohort}}/metrics.tsv", caption="../report/metrics.rst", category="Results"),
+        metrics=report(f"{RESULTS}/{{cohort}}/metrics.tsv", caption="../report/metrics.rst", category="Results",
+                       labels={"cohort": "{cohort}", "table": "per fold"}),
         summary=report(f"{RESULTS}/{{cohort}}/metrics_summary.tsv", caption="../report/summary.rst",
-                       category="Results"),
-        km=report(f"{RESULTS}/{{cohort}}/km.png", caption="../report/km.rst", category="Results"),
+                       category="Results", labels={"cohort": "{cohort}", "table": "summary"}),
+        km=report(f"{RESULTS}/{{cohort}}/km.png", caption="../report/km.rst", category="Results",
+                  labels={"cohort": "{cohort}", "table": "Kaplan-Meier"}),
+        missing=report(f"{RESULTS}/{{cohort}}/missing_modalities.tsv", caption="../report/missing.rst",
+                       category="Results", labels={"cohort": "{cohort}", "table": "missing modalities"}),
     log:
         f"{RESULTS}/{{cohort}}/logs/evaluate.log",
     message:
         "Summarising cross-validation of cohort {wildcards.cohort}"
     params:
-        models=config["train"]["models"],
         oracle=lambda wildcards: cohort_config(wildcards).get("oracle"),
     resources:
         mem_mb=2000,
@@ -21,13 +55,42 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+rule attention_maps:
+    input:
+        attention=attention_fold_outputs("attention"),
+        predictions=attention_fold_outputs("predictions"),
+        patches=per_slide(rules.tiling.output.h5),
+        slides=lambda wildcards: [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
+        genes=lambda wildcards: expand(rules.rna.output.genes, cohort=wildcards.cohort) if "rna" in rules._rules else [],
+    output:
+        heatmaps=report(directory(f"{RESULTS}/{{cohort}}/attention/heatmaps"), patterns=["{name}.png"],
+                        caption="../report/attention.rst", category="Attention",
+                        labels={"cohort": "{cohort}", "case and slide": "{name}"}),
+        genes=report(f"{RESULTS}/{{cohort}}/attention/genes.tsv", caption="../report/genes.rst",
+                     category="Attention", labels={"cohort": "{cohort}", "table": "gene ranking"}),
+    log:
+        f"{RESULTS}/{{cohort}}/logs/attention_maps.log",
+    message:
+        "Mapping {params.model} attention of cohort {wildcards.cohort} onto slides and genes"
+    params:
+        model=EVALUATE["attention_model"],
+        n_cases=EVALUATE["attention_cases"],
+        heatmap_px=EVALUATE["heatmap_px"],
+        slide_ids=cohort_slides,
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../scripts/report_attention.py"
+
+
 rule qc:
     input:
         tissue=per_slide(rules.tissue.output.geojson),
         patches=per_slide(rules.tiling.output.h5),
         features=per_slide(rules.features.output.zarr),
         clinical=rules.clinical.output.table,
-        rna=rules.rna.output.matrix,
+        omics=lambda wildcards: list(omics_outputs(wildcards.cohort).values()),
         splits=rules.splits.output.json,
         sample_sheet=lambda wildcards: cohort_config(wildcards)["sample_sheet"],
         manifest=lambda wildcards: cohort_config(wildcards)["manifest"],
@@ -44,6 +107,8 @@ rule qc:
         patches_dir=lambda wildcards: os.path.dirname(rules.tiling.output.h5).format(cohort=wildcards.cohort),
         features_dir=lambda wildcards: os.path.dirname(rules.features.output.zarr).format(
             cohort=wildcards.cohort, encoder=ENCODER),
+        omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
+        modalities=config["train"].get("modalities", ["wsi", "rna"]),
     resources:
         mem_mb=2000,
         runtime=10,

@@ -1,7 +1,11 @@
-from healnet.evaluate import evaluate_cohort
+from healnet.evaluate import evaluate_cohort, read_survival
+from healnet.splits import read_splits
 from preprocessing.io import job_log
 
 with job_log(snakemake.log[0]):
-    evaluate_cohort(list(snakemake.input.metrics), list(snakemake.input.predictions), snakemake.params.models,
-                    snakemake.output.metrics, snakemake.output.summary, snakemake.output.km,
-                    oracle=snakemake.params.oracle, title=snakemake.wildcards.cohort)
+    evaluate_cohort(list(snakemake.input.metrics), list(snakemake.input.predictions),
+                    metrics_out=snakemake.output.metrics, summary_out=snakemake.output.summary,
+                    km_out=snakemake.output.km, missing_out=snakemake.output.missing,
+                    fold_missing=list(snakemake.input.missing), survival=read_survival(snakemake.input.clinical),
+                    splits=read_splits(snakemake.input.splits), oracle=snakemake.params.oracle,
+                    title=snakemake.wildcards.cohort)

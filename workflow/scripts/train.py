@@ -7,6 +7,8 @@ from preprocessing.io import job_log
 
 torch.set_num_threads(snakemake.threads)
 with job_log(snakemake.log[0]):
-    train_fold_from_files(snakemake.input.clinical, list(snakemake.input.features), {"rna": snakemake.input.rna},
+    omics = {m: getattr(snakemake.input, m) for m in snakemake.params.omics}
+    train_fold_from_files(snakemake.input.clinical, list(snakemake.input.features), omics,
                           snakemake.input.splits, int(snakemake.wildcards.fold),
-                          os.path.dirname(snakemake.output.metrics), snakemake.params.train, seed=snakemake.params.seed)
+                          os.path.dirname(snakemake.output.metrics), snakemake.params.train,
+                          seed=snakemake.params.seed, architecture=snakemake.wildcards.model)

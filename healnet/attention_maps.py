@@ -1,0 +1,348 @@
+"""Attention of a trained model mapped back onto the slides and onto gene names.
+
+Input: one ``attention.npz`` per fold (written by training), an ``np.savez`` archive of plain
+arrays (no pickles).  Keys (the spelling ``healnet.train`` writes; the alternative in brackets is
+read too)::
+
+    case_ids                    str (n_cases,)       the fold's test cases
+    wsi_attention/<case_id>     float32 (n_patches,)  [wsi/<case_id>] attention per patch (the mean
+                                                     over layers, heads and latents), >= 0
+    wsi_coords/<case_id>        int (n_patches, 2)   top-left (x, y) of each patch, level-0 px, in
+                                                     the same order
+    slide/<case_id>             str (n_patches,) or ()  optional: the slide of each patch (a case's
+                                                     bag concatenates its slides in slide-id order)
+    <m>_features                str (n_genes,)       [genes/<m>] feature ids of omics modality m's
+                                                     tokens (the omics table's columns: Ensembl ids)
+    <m>_attention/<case_id>     float32 (n_genes,)   [omics/<m>/<case_id>] attention per feature
+    notes                       str ()               free text (JSON), ignored
+
+Keys may be absent for a case without a slide, or for a modality whose attention is not per
+gene (all genes in one token).  Without ``slide/<case_id>``, the patches are assigned to the
+case's slides by matching their coordinates, in order, against the slides' patch files taken in
+slide-id order (the order the bag was built in).  :func:`write_attention` writes this format.
+
+Outputs: a PNG per (case, slide): ``[thumbnail | heatmap over the thumbnail | colour bar]`` under
+a one-line title, the heatmap painting every patch with its attention's percentile rank within
+the slide (``jet``: blue = low, red = high), and a TSV ranking genes by their attention.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from preprocessing.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+GAP = 8  # px between the panels of a heatmap PNG
+HEADER = 18  # px of the title line
+BAR = 14  # px width of the colour bar
+ALPHA = 0.5  # opacity of the heat over the thumbnail
+CMAP = "jet"
+
+
+@dataclass
+class Attention:
+    """The content of one ``attention.npz``."""
+
+    case_ids: list[str]
+    wsi: dict[str, np.ndarray] = field(default_factory=dict)
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
+    slides: dict[str, np.ndarray] = field(default_factory=dict)  # per patch
+    genes: dict[str, np.ndarray] = field(default_factory=dict)
+    omics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def write_attention(path: str | os.PathLike, *, case_ids, wsi=None, coords=None, slides=None, genes=None,
+                    omics=None) -> None:
+    """Write the documented ``attention.npz`` (atomically); arguments are dicts keyed as in
+    :class:`Attention` (``slides`` values may be one id per case)."""
+    arrays = {"case_ids": np.asarray(list(case_ids), dtype=str)}
+    for c, a in (wsi or {}).items():
+        arrays[f"wsi_attention/{c}"] = np.asarray(a, np.float32)
+        arrays[f"wsi_coords/{c}"] = np.asarray(coords[c], np.int64).reshape(-1, 2)
+        if len(arrays[f"wsi_coords/{c}"]) != len(arrays[f"wsi_attention/{c}"]):
+            raise ValueError(f"case {c}: {len(arrays[f'wsi_attention/{c}'])} attention values for "
+                             f"{len(arrays[f'wsi_coords/{c}'])} patch coordinates")
+        if slides is not None and c in slides:
+            arrays[f"slide/{c}"] = np.asarray(slides[c], dtype=str)
+    for m, names in (genes or {}).items():
+        arrays[f"{m}_features"] = np.asarray(names, dtype=str)
+        for c, a in (omics or {}).get(m, {}).items():
+            arrays[f"{m}_attention/{c}"] = np.asarray(a, np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def read_attention(path: str | os.PathLike) -> Attention:
+    """Read and check an ``attention.npz`` (see the module docstring)."""
+    with np.load(path, allow_pickle=False) as z:
+        keys = set(z.files)
+        if "case_ids" not in keys:
+            raise ValueError(f"{path}: no 'case_ids' array; keys: {sorted(keys)[:10]}")
+        att = Attention(case_ids=[str(c) for c in np.atleast_1d(z["case_ids"])])
+        omics_keys = []
+        for key in sorted(keys):
+            head, _, rest = key.partition("/")
+            if head in ("wsi", "wsi_attention") and rest:
+                att.wsi[rest] = z[key].astype(np.float32).ravel()
+            elif head == "genes" and rest:
+                att.genes[rest] = z[key].astype(str).ravel()
+            elif not rest and head.endswith("_features"):
+                att.genes[head[: -len("_features")]] = z[key].astype(str).ravel()
+            elif head == "omics" and rest:
+                m, _, case = rest.partition("/")
+                omics_keys.append((key, m, case))
+            elif head.endswith("_attention") and rest:
+                omics_keys.append((key, head[: -len("_attention")], rest))
+        for case, values in att.wsi.items():
+            if f"wsi_coords/{case}" not in keys:
+                raise ValueError(f"{path}: attention of case {case} has no wsi_coords/{case}")
+            att.coords[case] = z[f"wsi_coords/{case}"].astype(np.int64).reshape(-1, 2)
+            if len(att.coords[case]) != len(values):
+                raise ValueError(f"{path}: case {case} has {len(values)} attention values for "
+                                 f"{len(att.coords[case])} coordinates")
+            if f"slide/{case}" in keys:
+                s = z[f"slide/{case}"].astype(str)
+                att.slides[case] = np.full(len(values), str(s)) if s.ndim == 0 else s
+        for key, m, case in omics_keys:
+            values = z[key].astype(np.float32).ravel()
+            if m not in att.genes:
+                raise ValueError(f"{path}: {key} has no feature names ({m}_features)")
+            if len(values) != len(att.genes[m]):
+                raise ValueError(f"{path}: {key} has {len(values)} values for {len(att.genes[m])} genes")
+            att.omics.setdefault(m, {})[case] = values
+    return att
+
+
+def assign_slides(coords: np.ndarray, slide_coords: dict[str, np.ndarray]) -> np.ndarray:
+    """Slide id of each patch of a case's bag, from the coordinates of its slides' patch files
+    (``slide_coords``, taken in sorted slide-id order): the bag's patches are those slides'
+    patches, concatenated in that order (subsampling keeps the order), so each coordinate is
+    matched in order, moving on to the next slide when the current one has no such patch left."""
+    order = sorted(slide_coords)
+    positions = []
+    for sid in order:
+        index: dict[tuple, list[int]] = {}
+        for i, c in enumerate(np.asarray(slide_coords[sid]).tolist()):
+            index.setdefault(tuple(c), []).append(i)
+        positions.append(index)
+    out, k, last = [], 0, -1
+    for c in np.asarray(coords).tolist():
+        c = tuple(c)
+        while k < len(order):
+            nxt = next((i for i in positions[k].get(c, []) if i > last), None)
+            if nxt is not None:
+                last = nxt
+                out.append(order[k])
+                break
+            k, last = k + 1, -1
+        else:
+            raise ValueError(f"patch at {c} is not a patch of the case's slides {order} (in bag order)")
+    return np.asarray(out, dtype=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# slide heatmaps
+
+
+def percentile_scores(scores: np.ndarray) -> np.ndarray:
+    """Percentile rank of each score in (0, 1] (ties share their mean rank); robust to the few
+    very large values attention tends to have."""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=float)
+    if scores.size == 0:
+        return scores
+    return rankdata(scores) / scores.size
+
+
+def heat_grid(coords: np.ndarray, values: np.ndarray, patch_size0: int, downsample: float,
+              shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float map at thumbnail resolution: each patch's square filled with its value (the
+    mean where patches overlap), NaN where there is no patch."""
+    total, count = np.zeros(shape), np.zeros(shape)
+    h, w = shape
+    for (x, y), v in zip(np.asarray(coords), np.asarray(values, dtype=float)):
+        x0, y0 = int(np.floor(x / downsample)), int(np.floor(y / downsample))
+        x1 = max(x0 + 1, int(np.ceil((x + patch_size0) / downsample)))
+        y1 = max(y0 + 1, int(np.ceil((y + patch_size0) / downsample)))
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 > x0 and y1 > y0:
+            total[y0:y1, x0:x1] += v
+            count[y0:y1, x0:x1] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def overlay(thumbnail: np.ndarray, grid: np.ndarray, *, alpha: float = ALPHA, cmap: str = CMAP) -> np.ndarray:
+    """The thumbnail with ``grid`` (values in [0, 1], NaN = leave as is) blended on top."""
+    from matplotlib import colormaps
+
+    colours = colormaps[cmap](np.nan_to_num(grid, nan=0.0))[..., :3] * 255
+    out = thumbnail.astype(float)
+    inside = ~np.isnan(grid)
+    out[inside] = (1 - alpha) * out[inside] + alpha * colours[inside]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def compose(thumbnail: np.ndarray, heat: np.ndarray, title: str, *, cmap: str = CMAP) -> np.ndarray:
+    """``[thumbnail | heat | colour bar]`` below a title line: (HEADER + H, 2W + 2 GAP + BAR, 3).
+    The heat panel starts at column ``W + GAP``, row ``HEADER``."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    h, w = thumbnail.shape[:2]
+    canvas = np.full((HEADER + h, 2 * w + 2 * GAP + BAR, 3), 255, np.uint8)
+    canvas[HEADER:, :w] = thumbnail
+    canvas[HEADER:, w + GAP: 2 * w + GAP] = heat
+    ramp = colormaps[cmap](np.linspace(1, 0, h))[:, :3] * 255  # top = high
+    canvas[HEADER:, 2 * w + 2 * GAP:] = np.round(ramp)[:, None, :].astype(np.uint8)
+    image = Image.fromarray(canvas)
+    ImageDraw.Draw(image).text((2, 3), title, fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def read_slide_thumbnail(slide_path: str | os.PathLike, max_side: int = 1024) -> tuple[np.ndarray, float]:
+    """(RGB thumbnail with its longer side <= ``max_side``, level-0 px per thumbnail px), read with
+    :func:`preprocessing.slides.read_thumbnail` (OpenSlide, or tiatoolbox for what it cannot read)."""
+    from preprocessing.slides import open_slide, read_thumbnail
+
+    with open_slide(slide_path) as slide:
+        width, height = slide.dimensions
+        ratio = max(1.0, max(width, height) / max_side)
+        return read_thumbnail(slide, 1.0, ratio)  # only the ratio of the two resolutions matters
+
+
+def render_heatmap(slide_path, patches_h5, coords: np.ndarray, scores: np.ndarray, out_png, *, title: str = "",
+                   max_side: int = 1024) -> dict:
+    """Heatmap PNG of one slide's patch attention (see the module docstring).  ``coords`` (n, 2)
+    level-0 px must be patches of ``patches_h5`` (whose ``patch_size_level0`` gives their size);
+    a coordinate not in the h5 file is an error (attention from another tiling)."""
+    from preprocessing.tiling import read_coords
+
+    tiled, attrs = read_coords(patches_h5)
+    coords = np.asarray(coords, np.int64).reshape(-1, 2)
+    known = {tuple(c) for c in tiled.tolist()}
+    unknown = [tuple(c) for c in coords.tolist() if tuple(c) not in known]
+    if unknown:
+        raise ValueError(f"{patches_h5}: {len(unknown)} of {len(coords)} attention coordinates are not patches of "
+                         f"this slide, e.g. {unknown[0]}")
+    thumbnail, downsample = read_slide_thumbnail(slide_path, max_side)
+    grid = heat_grid(coords, percentile_scores(scores), int(attrs["patch_size_level0"]), downsample,
+                     thumbnail.shape[:2])
+    image = compose(thumbnail, overlay(thumbnail, grid), title)
+    from PIL import Image
+
+    with atomic_path(out_png) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return {"png": str(out_png), "n_patches": int(len(coords)), "downsample": float(downsample)}
+
+
+def pick_cases(predictions: pd.DataFrame, attention: Attention, n: int) -> list[str]:
+    """Up to ``n`` cases with slide attention: alternately the highest- and lowest-risk ones."""
+    with_wsi = predictions[predictions["case_id"].astype(str).isin(attention.wsi)]
+    ordered = with_wsi.sort_values(["risk", "case_id"], ascending=[False, True])["case_id"].astype(str).tolist()
+    picked = []
+    while ordered and len(picked) < n:
+        picked.append(ordered.pop(0))
+        if ordered and len(picked) < n:
+            picked.append(ordered.pop())
+    return picked
+
+
+def render_case(attention: Attention, case_id: str, slide_paths: dict[str, str], patch_files: dict[str, str],
+                out_dir, *, risk: float | None = None, max_side: int = 1024) -> list[str]:
+    """One heatmap PNG per slide of ``case_id``: ``<out_dir>/<case_id>__<slide_id>.png``."""
+    from preprocessing.tiling import read_coords
+
+    from .data import case_of_slide
+
+    scores, coords = attention.wsi[case_id], attention.coords[case_id]
+    slides = attention.slides.get(case_id)
+    if slides is None:
+        mine = {s: read_coords(p)[0] for s, p in patch_files.items() if case_of_slide(s) == case_id}
+        if not mine:
+            raise ValueError(f"case {case_id}: none of the patch files belongs to this case")
+        slides = assign_slides(coords, mine)
+    written = []
+    for slide in sorted(set(slides.tolist())):
+        if slide not in slide_paths or slide not in patch_files:
+            raise ValueError(f"case {case_id}: slide {slide} has no slide file or patch file among the inputs")
+        on = slides == slide
+        out = Path(out_dir) / f"{case_id}__{slide}.png"
+        title = f"{case_id}  {slide}" + (f"  risk {risk:.3f}" if risk is not None else "") + "  (red = high attention)"
+        render_heatmap(slide_paths[slide], patch_files[slide], coords[on], scores[on], out, title=title,
+                       max_side=max_side)
+        written.append(str(out))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# genes
+
+
+def gene_ranking(attentions: list[Attention], gene_names: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Genes ranked by mean attention over the test cases of all folds, per modality.
+
+    Columns: modality, rank (1 = most attended), gene_id, gene_name, mean_attention,
+    std_attention, n_cases (cases whose fold's model used the gene: folds select their own
+    genes), n_folds.  ``gene_names`` has columns gene_id, gene_name (``omics/rna_genes.tsv``); a
+    missing name is left empty."""
+    records = []
+    for fold, att in enumerate(attentions):
+        for m, per_case in att.omics.items():
+            genes = att.genes[m]
+            for case, values in per_case.items():
+                records.append(pd.DataFrame({"modality": m, "gene_id": genes, "attention": values, "case": case,
+                                             "fold": fold}))
+    columns = ["modality", "rank", "gene_id", "gene_name", "mean_attention", "std_attention", "n_cases", "n_folds"]
+    if not records:
+        return pd.DataFrame(columns=columns)
+    long = pd.concat(records, ignore_index=True)
+    table = (long.groupby(["modality", "gene_id"])
+             .agg(mean_attention=("attention", "mean"), std_attention=("attention", "std"),
+                  n_cases=("case", "nunique"), n_folds=("fold", "nunique")).reset_index())
+    names = {}
+    if gene_names is not None and len(gene_names):
+        names = dict(zip(gene_names["gene_id"].astype(str), gene_names["gene_name"].astype(str)))
+    table["gene_name"] = table["gene_id"].map(lambda g: names.get(g, names.get(str(g).split(".")[0], "")))
+    table = table.sort_values(["modality", "mean_attention", "gene_id"], ascending=[True, False, True])
+    table["rank"] = table.groupby("modality").cumcount() + 1
+    return table[columns].reset_index(drop=True)
+
+
+def attention_report(attention_files, predictions_files, slide_paths: dict[str, str], patch_files: dict[str, str],
+                     out_dir, genes_out, *, gene_names: str | os.PathLike | None = None, n_cases: int = 4,
+                     max_side: int = 1024) -> dict:
+    """Heatmaps of ``n_cases`` test cases (highest and lowest predicted risk, over all folds) into
+    ``out_dir`` and the gene ranking into ``genes_out``."""
+    attentions = [read_attention(p) for p in attention_files]
+    predictions = pd.concat([pd.read_csv(p, sep="\t") for p in predictions_files], ignore_index=True) \
+        if predictions_files else pd.DataFrame(columns=["case_id", "risk"])
+    merged = Attention(case_ids=[c for a in attentions for c in a.case_ids])
+    for a in attentions:
+        merged.wsi.update(a.wsi)
+        merged.coords.update(a.coords)
+        merged.slides.update(a.slides)
+    risks = dict(zip(predictions["case_id"].astype(str), predictions["risk"]))
+    out_dir = Path(out_dir)
+    written = []
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for case in pick_cases(predictions, merged, n_cases):
+            written += render_case(merged, case, slide_paths, patch_files, tmp, risk=risks.get(case), max_side=max_side)
+        if not written:  # keep the folder (a Snakemake output) even when no slide attention exists
+            (tmp / "README.txt").write_text("no slide attention in the inputs\n")
+    names = pd.read_csv(gene_names, sep="\t") if gene_names and os.path.exists(gene_names) else None
+    ranking = gene_ranking(attentions, names)
+    with atomic_path(genes_out) as tmp:
+        ranking.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    log.info("attention: %d heatmaps, %d ranked genes", len(written), len(ranking))
+    return {"heatmaps": [str(out_dir / Path(p).name) for p in written], "genes": len(ranking)}

@@ -1,0 +1,76 @@
+"""Every architecture the pipeline trains, by name, built the same way and trained on the same folds.
+
+* ``healnet``: HEALNet over all the configured modalities;
+* ``healnet-<modality>`` (``healnet-wsi``, ``healnet-rna``, ...): HEALNet over that modality alone;
+* ``snn`` (omics), ``abmil`` (WSI), ``early-fusion``, ``late-fusion``: the baselines of
+  :mod:`healnet.baselines`, imported only when asked for;
+* ``coxnet``: elastic-net Cox on the concatenated omics (not a torch module: trained by
+  :func:`healnet.train.train_fold` through ``healnet.baselines.fit_coxnet``).
+
+Every torch model takes ``forward(tensors, masks=None, present=None, positions=None,
+return_attention=False)`` and returns (b, num_classes) discrete-hazard logits.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+from torch import nn
+
+from .model import HEALNet
+
+BASELINES = ("snn", "abmil", "early-fusion", "late-fusion")
+OMICS_ONLY = ("snn", "coxnet")
+WSI_ONLY = ("abmil",)
+ARCHITECTURES = ("healnet", "healnet-<modality>", *BASELINES, "coxnet")
+
+
+def is_healnet(name: str) -> bool:
+    return name == "healnet" or name.startswith("healnet-")
+
+
+def model_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
+    """The modalities (in configured order) that architecture ``name`` reads."""
+    modalities = tuple(modalities)
+    if name == "healnet" or name in ("early-fusion", "late-fusion"):
+        chosen = modalities
+    elif name.startswith("healnet-"):
+        chosen = (name[len("healnet-"):],)
+        if chosen[0] not in modalities:
+            raise ValueError(f"architecture {name!r}: modality {chosen[0]!r} is not among the configured "
+                             f"modalities {list(modalities)}")
+    elif name in OMICS_ONLY:
+        chosen = tuple(m for m in modalities if m != "wsi")
+    elif name in WSI_ONLY:
+        chosen = tuple(m for m in modalities if m == "wsi")
+    else:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    if not chosen:
+        raise ValueError(f"architecture {name!r} has none of its modalities among {list(modalities)}")
+    return chosen
+
+
+def build_model(name: str, *, input_channels: Sequence[int], modalities: Sequence[str], num_classes: int,
+                input_axes: Sequence[int] | None = None, fourier_encode: bool = False, **kwargs) -> nn.Module:
+    """The torch model ``name`` over ``modalities`` (already those of :func:`model_modalities`).
+
+    HEALNet variants take HEALNet's keyword arguments; a baseline gets ``kwargs`` (and the Fourier
+    arguments only if its builder accepts them)."""
+    if len(input_channels) != len(modalities):
+        raise ValueError(f"{name}: {len(input_channels)} input channel counts for {len(modalities)} modalities")
+    if is_healnet(name):
+        return HEALNet(input_channels=list(input_channels), input_axes=input_axes, num_classes=num_classes,
+                       fourier_encode=fourier_encode, **kwargs)
+    if name == "coxnet":
+        raise ValueError("coxnet is not a torch model: train it with healnet.train.train_fold")
+    if name not in BASELINES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    from .baselines import BASELINES as builders  # lazy: the baselines are optional
+
+    builder = builders[name]
+    params = inspect.signature(builder).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    extra = {k: v for k, v in {"input_axes": input_axes, "fourier_encode": fourier_encode}.items()
+             if fourier_encode and (takes_all or k in params)}
+    return builder(input_channels=list(input_channels), modalities=list(modalities), num_classes=num_classes,
+                   **extra, **kwargs)
