@@ -24,8 +24,8 @@ $(DEMO_DIR)/oracle.json: | $(VENV)/.installed
 demo-data: $(DEMO_DIR)/oracle.json
 
 demo: install demo-data
-	$(VENV)/bin/snakemake --cores $(CORES)
-	$(VENV)/bin/snakemake --cores $(CORES) --report results/report.html
+	$(VENV)/bin/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+	$(VENV)/bin/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) --report results/report.html
 	$(PY) -m healnet.summary results
 
 test: install

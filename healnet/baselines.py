@@ -294,14 +294,19 @@ class LateFusion(_Baseline):
 
     ``fusion="kronecker"`` (Porpoise): the outer product of ``[h_m, 1]`` over modalities, so a
     zeroed (absent) modality drops out and only the present ones' terms remain; its size is
-    ``(dim + 1) ** M``.  ``fusion="mean"``: the mean of the present modalities' embeddings."""
+    ``(dim + 1) ** M``, so with three or more modalities each embedding shrinks until that is at
+    most ``max_fused`` (4 modalities: 7 + 1 channels each, 4 096 fused).  ``fusion="mean"``: the
+    mean of the present modalities' embeddings."""
 
     def __init__(self, *, input_channels, modalities, num_classes: int = 4, dim: int = 32, hidden: int = 64,
-                 dropout: float = 0.25, fusion: str = "kronecker", input_tokens=None):
+                 dropout: float = 0.25, fusion: str = "kronecker", max_fused: int = 4096, input_tokens=None):
         super().__init__(input_channels=input_channels, modalities=modalities, input_tokens=input_tokens)
         if fusion not in ("kronecker", "mean"):
             raise ValueError(f"late-fusion: fusion must be 'kronecker' or 'mean', not {fusion!r}")
         self.fusion = fusion
+        if fusion == "kronecker":
+            while dim > 1 and (dim + 1) ** len(self.modalities) > max_fused:
+                dim -= 1
         self.encoders = nn.ModuleList(
             ABMILEncoder(c, dim=dim, hidden=hidden, dropout=dropout) if name == WSI
             else SNNEncoder(self.omics_width(m), dim=dim, depth=2, dropout=dropout)

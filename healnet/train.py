@@ -433,10 +433,16 @@ def _surv_times(edges: np.ndarray, train_times: np.ndarray) -> list[float]:
     return [float(e) for e in edges[1:-1]] + [float(np.max(train_times))]
 
 
-def _omics_matrix(data: FoldData, drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated standardised omics (n, sum of features) and whether a case has any; an absent
+def _omic_widths(*subsets: FoldData) -> list[int]:
+    """Features per modality, from whichever subset has a case with it (a small validation split
+    may have no case with some modality)."""
+    return [max((np.asarray(x).size for sub in subsets for x in sub.inputs[m] if x is not None), default=0)
+            for m in range(len(subsets[0].inputs))]
+
+
+def _omics_matrix(data: FoldData, widths: list[int], drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated standardised omics (n, sum of ``widths``) and whether a case has any; an absent
     (or dropped) modality is filled with 0, its training mean."""
-    widths = [next((np.asarray(x).size for x in col if x is not None), 0) for col in data.inputs]
     x = np.zeros((len(data.case_ids), sum(widths)), np.float64)
     has = np.zeros(len(data.case_ids), bool)
     start = 0
@@ -457,18 +463,19 @@ def _train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig,
 
     subsets, edges, transforms = prepare_fold(cohort, split, cfg)
     train, val, test = subsets["train"], subsets["val"], subsets["test"]
-    x_fit, has = (np.concatenate(a) for a in zip(_omics_matrix(train), _omics_matrix(val)))
+    widths = _omic_widths(train, val, test)
+    x_fit, has = (np.concatenate(a) for a in zip(_omics_matrix(train, widths), _omics_matrix(val, widths)))
     times, events = np.concatenate([train.times, val.times]), np.concatenate([train.events, val.events])
     if not has.any() or x_fit.shape[1] == 0:
         raise ValueError(f"fold {fold}: coxnet needs omics ({list(cfg.modalities)}) for some training case")
     kwargs = dict(cfg.baselines.get("coxnet", {}))
     fitted = fit_coxnet(x_fit[has], times[has], events[has], seed=cfg.seed, **kwargs)
     surv_times = _surv_times(edges, train.times)
-    x_test, _ = _omics_matrix(test)
+    x_test, _ = _omics_matrix(test, widths)
     risk = np.asarray(fitted.predict(x_test), float)
     surv = np.asarray(fitted.predict_survival(x_test, np.array(surv_times)), float)
     c_index = concordance(test.times, test.events, risk) if test.events.sum() else float("nan")
-    scenarios = [(name, dropped, np.asarray(fitted.predict(_omics_matrix(test, drop)[0]), float))
+    scenarios = [(name, dropped, np.asarray(fitted.predict(_omics_matrix(test, widths, drop)[0]), float))
                  for name, dropped, drop in missing_scenarios(len(test.case_ids), cfg.modalities, cfg.seed + fold)]
     predictions, missing = _fold_tables(test, fold, cfg.modalities, risk, surv, scenarios)
     metrics = {"fold": fold, "architecture": "coxnet", "modalities": list(cfg.modalities), "c_index": c_index,

@@ -219,3 +219,14 @@ def test_coxnet_with_few_or_no_events():
     with pytest.raises(ValueError, match="features"):
         few.predict(x[:, :3])
 
+
+
+def test_kronecker_fusion_of_many_modalities_stays_bounded():
+    from healnet.baselines import LateFusion
+
+    two = LateFusion(input_channels=[8, 5], modalities=["wsi", "rna"], dim=32)
+    four = LateFusion(input_channels=[8, 5, 6, 7], modalities=["wsi", "rna", "cnv", "mutations"], dim=32)
+    assert two.to_logits[0].in_features == 33 ** 2  # two modalities: Porpoise's full outer product
+    assert four.to_logits[0].in_features == 8 ** 4 <= 4096  # (7 + 1) ** 4
+    x = [torch.randn(3, 4, 8), torch.randn(3, 1, 5), torch.randn(3, 1, 6), torch.randn(3, 1, 7)]
+    assert four(x).shape == (3, 4)

@@ -643,3 +643,20 @@ def test_missing_omic_values_become_the_training_mean():
     order = t.columns.index("a"), t.columns.index("b")
     assert out[0, order[0]] == 0 and out[1, order[1]] == 0
     assert np.isclose(out[1, order[0]], (5.0 - 3.0) / np.std([1.0, 3.0, 5.0], ddof=1))
+
+
+@pytest.mark.skipif(not _baselines_present(), reason="healnet/baselines.py is not there yet")
+def test_coxnet_when_the_validation_split_lacks_a_modality(tmp_path):
+    """A small cohort's validation cases may all lack one omics modality: coxnet's design matrix
+    still has that modality's columns (filled with its training mean) for every subset."""
+    cohort, _ = planted_cohort(n=40)
+    ids = cohort.case_ids
+    split = {"train": ids[:24], "val": ids[24:30], "test": ids[30:]}
+    rng = np.random.default_rng(5)
+    cnv = pd.DataFrame(rng.normal(0, 1, (40, 12)), index=ids, columns=[f"C{j}" for j in range(12)])
+    cohort.omics["cnv"] = cnv.drop(index=split["val"])
+    cfg = TrainConfig(architecture="coxnet", modalities=("wsi", "rna", "cnv"), omic_top_k=6, device="cpu")
+    metrics = train_fold(cohort, split, cfg, tmp_path)
+    assert metrics["n_train"] == 30  # training and validation cases, all with RNA
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    assert len(predictions) == 10 and np.isfinite(predictions["risk"]).all()

@@ -21,8 +21,10 @@ checkpoint gdc_manifest:
         page_size=lambda wildcards: cohort_config(wildcards)["gdc"]["page_size"],
     localrule: True
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/gdc_manifest.py"
 
@@ -41,7 +43,9 @@ checkpoint download:
         gdc=lambda wildcards: cohort_config(wildcards)["gdc"],
     localrule: True
     resources:
-        mem_mb=2000,
-        runtime=24 * 60,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 24 * 60 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/gdc_download.py"

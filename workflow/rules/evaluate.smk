@@ -49,8 +49,10 @@ rule evaluate:
     params:
         oracle=lambda wildcards: cohort_config(wildcards).get("oracle"),
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -78,8 +80,10 @@ rule attention_maps:
         heatmap_px=EVALUATE["heatmap_px"],
         slide_ids=cohort_slides,
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/report_attention.py"
 
@@ -110,7 +114,9 @@ rule qc:
         omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
         modalities=config["train"].get("modalities", ["wsi", "rna"]),
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/qc.py"

@@ -15,9 +15,11 @@ rule features:
         seed=config["seed"],
     threads: 1  # locally two slides encode side by side; profiles/slurm raises it
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
         # num_workers (DataLoader readers) defaults to 0 on a CPU and cores - 1 (≤ 8) with a GPU;
         # a profile can set it: set-resources: features: num_workers: 7
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/features.py"

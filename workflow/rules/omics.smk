@@ -75,8 +75,10 @@ rule rna:
     params:
         data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/rna.py"
 
@@ -99,8 +101,10 @@ rule cnv:
     params:
         data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/cnv.py"
 
@@ -122,8 +126,10 @@ rule mutations:
     params:
         data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/mutations.py"
 
@@ -144,14 +150,12 @@ for _cohort in COHORTS:
             message:
                 f"Validating omics table {_name} of cohort {_cohort}"
             resources:
-                mem_mb=8000,
-                runtime=30,
-            run:
-                from preprocessing.io import job_log
-                from preprocessing.tabular import write_omics_table
-
-                with job_log(log[0]):
-                    write_omics_table(input.table, output.matrix)
+                mem_mb=lambda wc, attempt: 8000 * attempt,
+                runtime=lambda wc, attempt: 30 * attempt,
+            conda:
+                "../../envs/pipeline.yaml"
+            script:
+                "../scripts/tabular_omics.py"
 
 
 rule clinical:
@@ -174,8 +178,10 @@ rule clinical:
         endpoint=lambda wildcards: cohort_config(wildcards).get("endpoint", "OS"),
         table_names=lambda wildcards: list(omics_tables(wildcards.cohort)),
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/clinical.py"
 
@@ -199,8 +205,10 @@ rule tabular_clinical:
         endpoint=lambda wildcards: cohort_config(wildcards).get("endpoint", "OS"),
         omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/clinical.py"
 
@@ -220,7 +228,9 @@ rule splits:
         by_site=config["splits"]["stratify_by_site"],
         seed=config["seed"],
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 5 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/splits.py"

@@ -13,8 +13,10 @@ if config["tiling"].get("coords_from"):
         message:
             "Taking patch coordinates of {wildcards.slide} from {input.coords}"
         resources:
-            mem_mb=2000,
-            runtime=10,
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            "../../envs/pipeline.yaml"
         script:
             "../scripts/import_coords.py"
 
@@ -34,7 +36,9 @@ else:
         params:
             tiling={k: v for k, v in config["tiling"].items() if k not in ("coords_from", "coords_pattern")},
         resources:
-            mem_mb=2000,
-            runtime=10,
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            "../../envs/pipeline.yaml"
         script:
             "../scripts/tiling.py"

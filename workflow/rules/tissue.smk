@@ -12,7 +12,9 @@ rule tissue:
         tissue=config["tissue"],
         mpp_fallback=slide_mpp_override,
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/tissue.py"

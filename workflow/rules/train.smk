@@ -36,7 +36,9 @@ rule train:
         omics=lambda wildcards: sorted(train_omics(wildcards)),
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
     script:
         "../scripts/train.py"
