@@ -139,7 +139,12 @@ class HEALNet(nn.Module):
     perceiver-pytorch), so for depth <= 2 it changes nothing.  Each raw context is Fourier-encoded
     once per forward and read once for the keys and values of all its cross-attention weight sets
     (:func:`context_keys_values`), which the tied layers reuse; ``reuse_context=False`` re-normalises
-    and re-projects the context in every layer, the textbook way (same result up to rounding)."""
+    and re-projects the context in every layer, the textbook way (same result up to rounding).
+
+    ``num_tokens``: per modality, the number of tokens when they are fixed features (one token per
+    gene) rather than a set (patches; None).  Such tokens get a learned identity of ``token_dim``
+    channels appended: a gene token of one channel alone would tell the model its value but not
+    which gene it is, and LayerNorm over a single channel would erase even the value."""
 
     def __init__(self, *, input_channels: Sequence[int], input_axes: Sequence[int] | None = None,
                  depth: int = 3, num_latents: int = 16, latent_dim: int = 64,
@@ -147,7 +152,8 @@ class HEALNet(nn.Module):
                  latent_dim_head: int = 64, num_classes: int = 4, attn_dropout: float = 0.1,
                  ff_dropout: float = 0.1, num_freq_bands: int = 2, max_freq: float = 10.0,
                  fourier_encode: bool = False, self_per_cross_attn: int = 1,
-                 weight_tie_layers: bool = False, snn: bool = False):
+                 weight_tie_layers: bool = False, snn: bool = False,
+                 num_tokens: Sequence[int | None] | None = None, token_dim: int = 8):
         super().__init__()
         self.input_channels = list(input_channels)
         self.num_modalities = M = len(self.input_channels)
@@ -158,7 +164,12 @@ class HEALNet(nn.Module):
             raise ValueError(f"input_axes needs one entry per modality ({M}), got {len(axes)}")
         self.input_axes = [a if fourier_encode else 0 for a in axes]
         self.num_freq_bands, self.max_freq = num_freq_bands, max_freq
-        self.context_dims = [c + a * (2 * num_freq_bands + 1) for c, a in zip(self.input_channels, self.input_axes)]
+        num_tokens = list(num_tokens) if num_tokens is not None else [None] * M
+        if len(num_tokens) != M:
+            raise ValueError(f"num_tokens needs one entry per modality ({M}), got {len(num_tokens)}")
+        self.token_ids = nn.ModuleList(nn.Embedding(n, token_dim) if n else nn.Identity() for n in num_tokens)
+        self.context_dims = [c + a * (2 * num_freq_bands + 1) + (token_dim if n else 0)
+                             for c, a, n in zip(self.input_channels, self.input_axes, num_tokens)]
         self.latents = nn.Parameter(torch.randn(num_latents, latent_dim))
 
         def ff():
@@ -202,6 +213,11 @@ class HEALNet(nn.Module):
             if pos is None:
                 raise ValueError(f"modality {m} is Fourier-encoded: positions[{m}] is required")
             x = torch.cat([x, fourier_encode(pos.to(x), self.max_freq, self.num_freq_bands)], dim=-1)
+        ids = self.token_ids[m]
+        if isinstance(ids, nn.Embedding):
+            if n != ids.num_embeddings:
+                raise ValueError(f"modality {m}: expected its {ids.num_embeddings} feature tokens, got {n}")
+            x = torch.cat([x, repeat(ids.weight.to(x.dtype), "n d -> b n d", b=b)], dim=-1)
         keep = mask & valid[:, None]
         if not keep.all():  # never read padding / absent values (a copy only when there is something to zero)
             x = x.masked_fill(~keep[..., None], 0.0)

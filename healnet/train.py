@@ -360,11 +360,13 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
             raise ValueError(f"fold {fold}: modality {m!r} has no data in any case")
         channels.append(widths[0])
     healnet = is_healnet(cfg.architecture)
+    tokens = [None if m == "wsi" else next(len(x) for sub in subsets.values() for x in sub.inputs[k] if x is not None)
+              for k, m in enumerate(modalities)]  # omics: features per case (1 token, or one per gene)
     if healnet:
         model_kwargs = {**HEALNET_DEFAULTS, "weight_tie_layers": cfg.tie_layers, "snn": cfg.snn, **cfg.model}
+        if cfg.omic_tokens == "genes":  # one token per gene: each gets a learned identity
+            model_kwargs.setdefault("num_tokens", tokens)
     else:  # baseline builders ignore keywords they do not take; omics widths come from input_tokens
-        tokens = [None if m == "wsi" else next(len(x) for sub in subsets.values() for x in sub.inputs[k]
-                                               if x is not None) for k, m in enumerate(modalities)]
         model_kwargs = {**cfg.model, "input_tokens": tokens, **cfg.baselines.get(cfg.architecture, {})}
     axes = [2 if (cfg.fourier_wsi and m == "wsi") else 0 for m in modalities]
     device = _device(cfg)

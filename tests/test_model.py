@@ -361,3 +361,20 @@ def test_context_read_once_per_forward_for_all_weight_sets(monkeypatch):
     calls.clear()
     model(x, present=torch.tensor([[True, False, True], [True, False, True]]))
     assert calls == [4, 4]
+
+
+def test_gene_tokens_carry_their_identity():
+    """Without identities a bag of one-channel gene tokens is a set: swapping two genes' values
+    gives the same output, so the model cannot tell which gene is high.  With ``num_tokens`` it can."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 10, 1)
+    swapped = x.clone()
+    swapped[:, [0, 1]] = x[:, [1, 0]]
+    plain = HEALNet(input_channels=[1], depth=1, num_latents=4, latent_dim=16, latent_heads=2).eval()
+    named = HEALNet(input_channels=[1], depth=1, num_latents=4, latent_dim=16, latent_heads=2,
+                    num_tokens=[10]).eval()
+    with torch.no_grad():
+        assert torch.allclose(plain([x]), plain([swapped]), atol=1e-6)
+        assert not torch.allclose(named([x]), named([swapped]), atol=1e-4)
+        with pytest.raises(ValueError, match="10 feature tokens, got 9"):
+            named([x[:, :9]])
