@@ -223,12 +223,15 @@ def test_no_final_name_is_ever_partial_and_parallelism_is_bounded(tmp_path):
     seen, bad, stop = set(), [], threading.Event()
 
     def watch() -> None:
-        while not stop.is_set():
+        while True:
+            done = stop.is_set()  # one more full look after the downloads ended
             for p in tmp_path.glob("*/*"):
                 if p.name in expected:
                     seen.add(p.name)
                     if hashlib.md5(p.read_bytes()).hexdigest() != expected[p.name]:
                         bad.append(p.name)
+            if done:
+                return
             time.sleep(0.002)
 
     watcher = threading.Thread(target=watch)

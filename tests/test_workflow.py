@@ -35,7 +35,7 @@ def finished_run(tmp_path_factory):
                                 "oracle": str(raw / "oracle.json"), "mpp_fallback": None}}
     base["cohort_files"] = []
     base["splits"]["n_folds"] = N_FOLDS
-    base["train"].update(epochs=3, omic_top_k=16)
+    base["train"].update(epochs=3, omic_top_k=16, models=["healnet"])  # the baselines: tests/test_train.py
     base["features"]["batch_size"] = 16
     (work / "config.yaml").write_text(yaml.safe_dump(base))
     run = snakemake(work)
