@@ -34,8 +34,10 @@ partial store at its last complete chunk; chunks are whole batches, so a resumed
 byte-identical to an uninterrupted one.
 
 A patch that cannot be read (a corrupt JPEG tile, say), even on a fresh handle, fails the whole
-slide with a :class:`~preprocessing.slides.SlideError` naming the file and the patch's level-0
-coordinates; the partial store is removed, and no store is written.
+slide: the partial store is removed and the store written has no rows, ``status: failed`` and
+the :class:`~preprocessing.slides.SlideError` naming the file and the patch's level-0 coordinates
+as its ``reason``, as for a slide that could not be opened at all.  QC counts it, training leaves
+it out, and the other slides of the cohort go on.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from .encoders import ENCODERS, build_encoder
-from .slides import best_level, open_slide
+from .slides import SlideError, best_level, open_slide
 from .tiling import read_coords
 
 log = logging.getLogger(__name__)
@@ -394,13 +396,21 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
                     desc=Path(slide_path).name[:40])
         writer.flush()
         root.attrs.put(meta)  # the final attributes, without the resume bookkeeping
+    except SlideError as err:  # an unreadable patch: the slide fails, the cohort goes on
+        _remove(tmp)
+        log.error("%s", err)
+        meta.update(status="failed", reason=str(err), n_patches=0)
+        root = zarr.open_group(str(tmp), mode="w")
+        root.create_array("features", shape=(0, spec.dim), dtype=dtype, chunks=(1, spec.dim))
+        root.create_array("coords", shape=(0, 2), dtype=coords.dtype, chunks=(1, 2))
+        root.attrs.put(meta)
     except Exception:
         _remove(tmp)  # an error, not an interruption: nothing to resume
         raise
     if out.exists():
         _remove(out)  # os.replace cannot replace a non-empty folder
     os.replace(tmp, out)
-    log.info("%s: %d patches encoded with %s (%s)", Path(slide_path).name, n, encoder, weights_id)
+    log.info("%s: %d patches encoded with %s (%s)", Path(slide_path).name, meta["n_patches"], encoder, weights_id)
     return meta
 
 

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import zarr
 
 from .tiling import read_coords
 from .tissue import read_tissue
@@ -32,7 +33,12 @@ def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_di
         if h5.exists():
             coords, attrs = read_coords(h5)
             row.update(status=str(attrs.get("status")), reason=str(attrs.get("reason")), n_patches=len(coords))
-        row["features"] = (Path(features_dir) / f"{sid}.zarr").exists()
+        store = Path(features_dir) / f"{sid}.zarr"
+        row["features"] = store.exists()
+        if row["features"] and row["status"] == "ok":  # a patch that could not be read fails the slide here
+            attrs = zarr.open_group(str(store), mode="r").attrs
+            if attrs.get("status", "ok") != "ok":
+                row.update(status=str(attrs["status"]), reason=str(attrs.get("reason", "")), n_patches=0)
         if row["status"] == "ok" and not row["features"]:
             row.update(status="failed", reason="no feature store")
         rows.append(row)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
 from preprocessing import demo
 from preprocessing.features import extract_features, read_features
+from preprocessing.qc import slides_table
 from preprocessing.slides import SlideError, open_slide, slide_mpp
 from preprocessing.tiling import read_coords, tile_slide
 from preprocessing.tissue import read_tissue, segment_slide
@@ -103,23 +105,20 @@ def batch(corpus) -> dict:
             r = results[name] = {"store": out / f"{name}.zarr"}
             r["tissue"] = segment_slide(path, out / f"{name}.geojson", out / f"{name}.png")
             r["tiling"] = tile_slide(out / f"{name}.geojson", out / f"{name}.h5")
-            try:
-                r["features"] = extract_features(path, out / f"{name}.h5", r["store"], batch_size=8)
-            except SlideError as err:  # the job fails with this message in its log
-                r["error"] = str(err)
+            r["features"] = extract_features(path, out / f"{name}.h5", r["store"], batch_size=8)
     return results
 
 
-EXPECTED = {  # name -> (tissue status, features: "store" or "error")
-    "good": ("ok", "store"),
-    "zero_bytes": ("failed", "store"),
-    "truncated": ("failed", "store"),
-    "text": ("failed", "store"),
-    "corrupt_tile_header": ("ok", "error"),
-    "corrupt_tile_data": ("ok", "error"),
-    "corrupt_thumbnail_level": ("failed", "store"),
-    "no_mpp": ("failed", "store"),
-    "blank": ("skipped", "store"),
+EXPECTED = {  # name -> (tissue status, status of the slide in the end)
+    "good": ("ok", "ok"),
+    "zero_bytes": ("failed", "failed"),
+    "truncated": ("failed", "failed"),
+    "text": ("failed", "failed"),
+    "corrupt_tile_header": ("ok", "failed"),  # the thumbnail level is intact; a patch is not
+    "corrupt_tile_data": ("ok", "failed"),
+    "corrupt_thumbnail_level": ("failed", "failed"),
+    "no_mpp": ("failed", "failed"),
+    "blank": ("skipped", "skipped"),
 }
 
 
@@ -127,15 +126,23 @@ def test_the_run_goes_on_and_every_slide_is_accounted_for(corpus, batch):
     assert set(batch) == set(corpus["paths"])  # no slide dropped
     statuses = Counter(r["tissue"]["status"] for name, r in batch.items() if name != "pen_only")
     assert statuses == Counter(status for status, _ in EXPECTED.values())
-    for name, (status, features) in EXPECTED.items():
+    for name, (status, final) in EXPECTED.items():
         r = batch[name]
         assert r["tissue"]["status"] == status, (name, r["tissue"]["reason"])
-        assert ("error" in r) == (features == "error"), name
+        assert r["features"]["status"] == final and r["store"].is_dir(), name
         if status != "ok":
             assert r["tissue"]["reason"], name
             assert r["tiling"]["status"] == status and r["tiling"]["n_patches"] == 0, name
     assert batch["good"]["tiling"]["n_patches"] > 0
     assert batch["good"]["features"]["n_patches"] == batch["good"]["tiling"]["n_patches"]
+    # the QC table counts each slide with its final status, the corrupt tiles included
+    slides = pd.DataFrame({"slide_id": list(batch), "case_id": list(batch),
+                           "path": [str(corpus["paths"][n]) for n in batch]})
+    run = corpus["dir"] / "run"
+    table = slides_table(slides, run, run, run).set_index("slide_id")
+    for name, (_, final) in EXPECTED.items():
+        assert table.loc[name, "status"] == final, (name, table.loc[name, "reason"])
+    assert "x=" in table.loc["corrupt_tile_data", "reason"]
 
 
 @pytest.mark.parametrize("name, says", [
@@ -179,21 +186,24 @@ def test_corrupt_tile_fails_the_slide_naming_file_and_patch(corpus, batch, how):
     path, (x, y) = corpus["paths"][name], corpus["corrupt_patch"]
     r = batch[name]
     assert r["tissue"]["status"] == "ok" and r["tiling"]["n_patches"] > 0  # thumbnail level is intact
-    assert r["error"].startswith(str(path))
-    assert f"x={x}, y={y} (level-0 px)" in r["error"]
-    assert "fresh handle" in r["error"]
-    assert not r["store"].exists()  # a failed job leaves no output that could look complete
-    assert not [p for p in r["store"].parent.iterdir() if ".tmp" in p.name]
+    reason = r["features"]["reason"]
+    assert r["features"]["status"] == "failed" and reason.startswith(str(path))
+    assert f"x={x}, y={y} (level-0 px)" in reason
+    assert "fresh handle" in reason
+    feats, coords, attrs = read_features(r["store"])  # no rows: it cannot pass for an encoded slide
+    assert len(feats) == len(coords) == 0 and attrs["status"] == "failed" and attrs["reason"] == reason
+    assert not [p for p in r["store"].parent.iterdir() if ".tmp" in p.name]  # no partial store left
 
 
 def test_corrupt_tile_error_survives_dataloader_workers(corpus, batch, tmp_path):
     name = "corrupt_tile_header"
     x, y = corpus["corrupt_patch"]
     out = tmp_path / "w.zarr"
-    with pytest.raises(SlideError) as err:
-        extract_features(corpus["paths"][name], corpus["dir"] / "run" / f"{name}.h5", out, num_workers=1, batch_size=8)
-    assert str(corpus["paths"][name]) in str(err.value) and f"x={x}, y={y}" in str(err.value)
-    assert not out.exists()
+    meta = extract_features(corpus["paths"][name], corpus["dir"] / "run" / f"{name}.h5", out, num_workers=1,
+                            batch_size=8)
+    assert meta["status"] == "failed"  # a worker's SlideError reaches the main process as one
+    assert str(corpus["paths"][name]) in meta["reason"] and f"x={x}, y={y}" in meta["reason"]
+    assert read_features(out)[2]["status"] == "failed"
 
 
 def test_slide_without_mpp_needs_an_override(corpus, tmp_path):
