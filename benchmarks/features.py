@@ -7,8 +7,8 @@ For each encoder and each (torch threads, DataLoader workers) setting it prints,
 
 * ``full``: patches/s of the whole stage, slide → Zarr (build the encoder, open the slide, read,
   resize, normalise, encode, write, rename), i.e. one :func:`extract_features` call;
-* ``forward``: patches/s of the same encoder on tensors already in memory, same batch size and
-  patch count;
+* ``forward``: patches/s of the same encoder on tensors already in memory (on the GPU, with
+  bf16 autocast, when there is one), same batch size and patch count;
 * ``ratio`` = full / forward (target on a 2-core CPU: ≥ 0.9).
 
 Every measurement runs in a fresh process, as a Snakemake job encodes one slide (a process that
@@ -140,13 +140,20 @@ def forward_only(encoder: str, weights: Path | None, n: int, batch: int) -> floa
     """Patches/s of the encoder alone on normalised channels-last tensors already in memory,
     ``n`` patches in batches of ``batch`` (the last one partial, as in the full stage)."""
     spec = ENCODERS[encoder]
+    cuda = torch.cuda.is_available()  # as extract_features: the GPU when there is one, bf16 autocast
+    device = torch.device("cuda" if cuda else "cpu")
     model, _ = build_encoder(encoder, weights)
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, spec.input_size, spec.input_size).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, spec.input_size, spec.input_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    with torch.inference_mode(), amp:
+        if cuda:  # kernels chosen and memory pooled before timing, as the full stage's first batch does
+            model(x)
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for i in range(0, n, batch):
-            model(x[: min(batch, n - i)])
+            model(x[: min(batch, n - i)]).float().cpu()  # the full stage copies each batch back too
     return n / (time.perf_counter() - start)
 
 
