@@ -11,7 +11,7 @@ input size, normalisation, resolution):
 * TRIDENT, ``trident/patch_encoder_models/load.py`` (github.com/mahmoodlab/TRIDENT): the timm
   kwargs with which UNI, UNI2-h, Virchow2, H-optimus-0 and Prov-GigaPath load their released
   checkpoints with ``strict=True``, their normalisation and Virchow2's pooling;
-* the model cards on huggingface.co (MahmoodLab/UNI, MahmoodLab/UNI2-h, paige-ai/Virchow2,
+* the model cards on the Hugging Face hub (MahmoodLab/UNI, MahmoodLab/UNI2-h, paige-ai/Virchow2,
   bioptimus/H-optimus-0, prov-gigapath/prov-gigapath, owkin/phikon-v2);
 * Phikon-v2: ViT-L/16 trained with DINOv2, no registers, 224 px at 0.5 µm/px, ImageNet mean/std,
   class token of the last layer (Filiot et al. 2024, arXiv:2409.09173; TRIDENT's loader).  It is
@@ -76,30 +76,30 @@ ENCODERS: dict[str, EncoderSpec] = {
                                      source="timm vit_large_patch16_224.augreg_in21k_ft_in1k pretrained_cfg"),
     "uni": EncoderSpec("vit_large_patch16_224", 1024,
                        timm_kwargs={**_VIT_224, "patch_size": 16, "init_values": 1e-5},
-                       source="huggingface.co/MahmoodLab/UNI; TRIDENT UNIInferenceEncoder"),
+                       source="Hugging Face hub: MahmoodLab/UNI; TRIDENT UNIInferenceEncoder"),
     "uni2-h": EncoderSpec("vit_giant_patch14_224", 1536,
                           timm_kwargs={**_VIT_224, "patch_size": 14, "depth": 24, "num_heads": 24, "init_values": 1e-5,
                                        "embed_dim": 1536, "mlp_ratio": 2.66667 * 2, "no_embed_class": True,
                                        "mlp_layer": SwiGLUPacked, "act_layer": nn.SiLU, "reg_tokens": 8},
-                          source="huggingface.co/MahmoodLab/UNI2-h; TRIDENT UNIv2InferenceEncoder"),
+                          source="Hugging Face hub: MahmoodLab/UNI2-h; TRIDENT UNIv2InferenceEncoder"),
     # Virchow2's embedding: class token (1280) concatenated with the mean of the 256 patch tokens
     # (its 4 register tokens are left out) = 2560.
     "virchow2": EncoderSpec("vit_huge_patch14_224", 2560, pool="cls+mean",
                             timm_kwargs={**_VIT_224, "init_values": 1e-5, "reg_tokens": 4, "mlp_ratio": 5.3375,
                                          "global_pool": "", "mlp_layer": SwiGLUPacked, "act_layer": nn.SiLU},
-                            source="huggingface.co/paige-ai/Virchow2; TRIDENT Virchow2InferenceEncoder"),
+                            source="Hugging Face hub: paige-ai/Virchow2; TRIDENT Virchow2InferenceEncoder"),
     "h-optimus-0": EncoderSpec("vit_giant_patch14_reg4_dinov2", 1536, mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD,
                                timm_kwargs={**_VIT_224, "init_values": 1e-5, "global_pool": "token"},
-                               source="huggingface.co/bioptimus/H-optimus-0; TRIDENT HOptimus0InferenceEncoder"),
+                               source="Hugging Face hub: bioptimus/H-optimus-0; TRIDENT HOptimus0InferenceEncoder"),
     # The tile encoder of Prov-GigaPath is timm's DINOv2 ViT-g with 16-px patches (its config.json).
     "prov-gigapath": EncoderSpec("vit_giant_patch14_dinov2", 1536,
                                  timm_kwargs={**_VIT_224, "in_chans": 3, "patch_size": 16, "embed_dim": 1536,
                                               "depth": 40, "num_heads": 24, "init_values": 1e-5, "mlp_ratio": 5.33334},
-                                 source="huggingface.co/prov-gigapath/prov-gigapath; TRIDENT GigaPathInferenceEncoder"),
+                                 source="Hugging Face hub: prov-gigapath/prov-gigapath; TRIDENT GigaPathInferenceEncoder"),
     # Released as a transformers Dinov2Model (CLS of last_hidden_state); its keys are renamed on load.
     "phikon-v2": EncoderSpec("vit_large_patch16_224", 1024,
                              timm_kwargs={**_VIT_224, "patch_size": 16, "init_values": 1e-5},
-                             source="huggingface.co/owkin/phikon-v2; arXiv:2409.09173; "
+                             source="Hugging Face hub: owkin/phikon-v2; arXiv:2409.09173; "
                                     "TRIDENT Phikonv2InferenceEncoder"),
 }
 
