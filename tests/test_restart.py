@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from preprocessing.demo import generate_cohort
+from tiny_dag import write_tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,7 @@ N_FOLDS = 3
 
 
 def write_config(work: Path, raw: Path) -> Path:
-    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    base["cohorts"] = {"tiny": {"data_dir": str(raw), "sample_sheet": str(raw / "gdc_sample_sheet.tsv"),
-                                "manifest": str(raw / "gdc_manifest.txt"), "clinical": str(raw / "clinical.tsv"),
-                                "oracle": str(raw / "oracle.json"), "mpp_fallback": None}}
-    base["cohort_files"] = []
-    base["splits"]["n_folds"] = N_FOLDS
-    base["train"].update(models=["healnet"], epochs=3, omic_top_k=16, patience=3)
-    base["features"]["batch_size"] = 8
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.yaml").write_text(yaml.safe_dump(base))
+    write_tiny_config(work, raw, n_folds=N_FOLDS, batch_size=8, epochs=3, omic_top_k=16, patience=3)
     return work
 
 

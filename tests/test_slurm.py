@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from preprocessing.demo import generate_cohort
+from tiny_dag import write_tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slurm_cluster import ClusterUnavailable, SlurmCluster  # noqa: E402
@@ -79,16 +80,7 @@ def profile_overrides(cpus: int, mem_mb: int = 1000) -> list[str]:
 def tiny_workdir(work: Path, n_cases: int, seed: int) -> dict:
     cohort = generate_cohort(work / "raw", n_cases=n_cases, seed=seed, slide_size=(1024, 768), n_genes=80,
                              workers=1)
-    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw = work / "raw"
-    base["cohorts"] = {"tiny": {"data_dir": str(raw), "sample_sheet": str(raw / "gdc_sample_sheet.tsv"),
-                                "manifest": str(raw / "gdc_manifest.txt"), "clinical": str(raw / "clinical.tsv"),
-                                "oracle": str(raw / "oracle.json"), "mpp_fallback": None}}
-    base["cohort_files"] = []
-    base["splits"]["n_folds"] = N_FOLDS
-    base["train"].update(models=["healnet"], epochs=2, omic_top_k=16, patience=2)
-    base["features"]["batch_size"] = 16
-    (work / "config.yaml").write_text(yaml.safe_dump(base))
+    write_tiny_config(work, work / "raw", n_folds=N_FOLDS, batch_size=16, epochs=2, omic_top_k=16, patience=2)
     return cohort
 
 

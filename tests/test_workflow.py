@@ -13,6 +13,7 @@ import yaml
 import zarr
 
 from preprocessing.demo import generate_cohort
+from tiny_dag import write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -28,16 +29,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 def finished_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("dag")
     cohort = generate_cohort(work / "raw", n_cases=12, seed=5, slide_size=(1024, 768), n_genes=120)
-    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    raw = work / "raw"
-    base["cohorts"] = {"tiny": {"data_dir": str(raw), "sample_sheet": str(raw / "gdc_sample_sheet.tsv"),
-                                "manifest": str(raw / "gdc_manifest.txt"), "clinical": str(raw / "clinical.tsv"),
-                                "oracle": str(raw / "oracle.json"), "mpp_fallback": None}}
-    base["cohort_files"] = []
-    base["splits"]["n_folds"] = N_FOLDS
-    base["train"].update(epochs=3, omic_top_k=16, models=["healnet"])  # the baselines: tests/test_train.py
-    base["features"]["batch_size"] = 16
-    (work / "config.yaml").write_text(yaml.safe_dump(base))
+    write_tiny_config(work, work / "raw", n_folds=N_FOLDS, batch_size=16, epochs=3, omic_top_k=16)
     run = snakemake(work)
     assert run.returncode == 0, run.stderr[-4000:]
     return work, cohort
