@@ -301,6 +301,15 @@ def _rows_done(tmp: Path, fingerprint: dict) -> int:
     return 0
 
 
+def _create_store(path: Path, coords: np.ndarray, dim: int, dtype: str, chunk: int) -> zarr.Group:
+    """An empty ``features`` array (N × ``dim``) beside ``coords`` (N × 2), both in chunks of ``chunk`` rows."""
+    root = zarr.open_group(str(path), mode="w")
+    rows = max(1, min(len(coords), chunk))
+    root.create_array("features", shape=(len(coords), dim), dtype=dtype, chunks=(rows, dim))
+    root.create_array("coords", data=coords, chunks=(rows, 2))
+    return root
+
+
 class _ChunkWriter:
     """Appends feature rows to ``root['features']`` one whole chunk at a time and records progress
     (``_rows_done``) after each chunk, so a killed job can resume at the last complete chunk."""
@@ -381,9 +390,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
     start = _rows_done(tmp, fingerprint)
     try:
         if start == 0:
-            root = zarr.open_group(str(tmp), mode="w")
-            root.create_array("features", shape=(n, spec.dim), dtype=dtype, chunks=(max(1, min(n, chunk)), spec.dim))
-            root.create_array("coords", data=coords, chunks=(max(1, min(n, chunk)), 2))
+            root = _create_store(tmp, coords, spec.dim, dtype, chunk)
             root.attrs.update({"_fingerprint": fingerprint, "_rows_done": 0})
         else:
             root = zarr.open_group(str(tmp), mode="r+")
@@ -400,10 +407,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
         _remove(tmp)
         log.error("%s", err)
         meta.update(status="failed", reason=str(err), n_patches=0)
-        root = zarr.open_group(str(tmp), mode="w")
-        root.create_array("features", shape=(0, spec.dim), dtype=dtype, chunks=(1, spec.dim))
-        root.create_array("coords", shape=(0, 2), dtype=coords.dtype, chunks=(1, 2))
-        root.attrs.put(meta)
+        _create_store(tmp, coords[:0], spec.dim, dtype, chunk).attrs.put(meta)
     except Exception:
         _remove(tmp)  # an error, not an interruption: nothing to resume
         raise
