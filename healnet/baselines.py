@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from .model import l1_penalty
+
 log = logging.getLogger(__name__)
 
 WSI = "wsi"
@@ -162,8 +164,7 @@ class _Baseline(nn.Module):
         return x
 
     def l1_penalty(self) -> torch.Tensor:
-        """Sum of |w| over the weight matrices of all Linear layers (as HEALNet's)."""
-        return sum(m.weight.abs().sum() for m in self.modules() if isinstance(m, nn.Linear))
+        return l1_penalty(self)  # as HEALNet's
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,12 @@ def context_keys_values(context: torch.Tensor, blocks: Sequence["PreNorm"]):
     return out
 
 
+def l1_penalty(module: nn.Module) -> torch.Tensor:
+    """Sum of |w| over the weight matrices of all Linear layers of ``module`` (biases, norms and
+    latents excluded; a module shared by tied layers counted once)."""
+    return sum(m.weight.abs().sum() for m in module.modules() if isinstance(m, nn.Linear))
+
+
 class PreNorm(nn.Module):
     """LayerNorm on the input (and on the context, for cross-attention) before ``fn``."""
 
@@ -192,8 +198,7 @@ class HEALNet(nn.Module):
                                        nn.Linear(latent_dim, num_classes))
 
     def l1_penalty(self) -> torch.Tensor:
-        """Sum of |w| over the weight matrices of all Linear layers (biases, norms and latents excluded)."""
-        return sum(m.weight.abs().sum() for m in self.modules() if isinstance(m, nn.Linear))
+        return l1_penalty(self)
 
     def _cross_weight_sets(self, m: int) -> list[PreNorm]:
         """Modality m's distinct cross-attention blocks over the layers (tied layers share one)."""

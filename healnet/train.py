@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from preprocessing.io import atomic_path, write_text_atomic
 
@@ -252,13 +251,6 @@ def evaluate_loss(model, data: FoldData, channels, cfg: TrainConfig) -> tuple[fl
     return float(loss), risk_from_logits(logits).numpy()
 
 
-def l1_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of |w| over the weight matrices of all Linear layers (shared modules counted once)."""
-    if hasattr(model, "l1_penalty"):
-        return model.l1_penalty()
-    return sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.Linear))
-
-
 def missing_scenarios(n_cases: int, modalities: tuple[str, ...], seed: int) -> list[tuple[str, str, np.ndarray]]:
     """(scenario, dropped modality per case, drop mask (n, M)): ``full``, ``no_<m>`` and ``mixed``
     (each case loses one modality drawn uniformly, seeded)."""
@@ -388,7 +380,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
             logits = _run(model, batch, run_cfg, device)
             loss = nll_loss(logits, torch.from_numpy(train.labels[index]).to(device),
                             torch.from_numpy(train.events[index]).to(device),
-                            alpha=cfg.alpha, weights=weights) + cfg.l1 * l1_penalty(model)
+                            alpha=cfg.alpha, weights=weights) + cfg.l1 * model.l1_penalty()
             opt.zero_grad()
             loss.backward()
             opt.step()
