@@ -1,15 +1,19 @@
 """``healnet``: the cross-validation of the pipeline on plain tables, without Snakemake.
 
-    healnet cv --omics rna=rna.tsv [--omics cnv=cnv.tsv] --clinical clinical.tsv \\
-               --models healnet coxnet --folds 5 --out results/mine
+    healnet cv --omics rna=rna.tsv [--omics cnv.tsv] --clinical clinical.tsv \\
+               --models healnet coxnet --folds 5 [--repeats 3] --out results/mine
+    healnet cv --porpoise tcga_kirc_all_clean.csv.zip --models healnet coxnet --out results/kirc
 
 Tables are read and validated by :mod:`preprocessing.tabular` (omics: one row per case, one
-column per feature; clinical: case_id, time, event).  Patient-level folds come from
-:func:`healnet.splits.make_splits` (stratified by event, seeded), each model is trained on each
-fold by :func:`healnet.train.train_fold` (everything fitted on the fold's training cases), and the
-results are evaluated by :func:`healnet.evaluate.evaluate_cohort`.  Output folder::
+column per feature, the modality named NAME= or after the file stem; clinical: case_id, time in
+days, event; or one PORPOISE/MCAT table giving rna, cnv, mutations and survival). Folds come from
+:func:`healnet.splits.make_splits` (stratified by event, seeded) over patients: a TCGA barcode's
+first 12 characters, or the clinical table's ``--patient-column``; a patient's samples share a
+fold. Each model is trained on each fold by :func:`healnet.train.train_fold` (everything fitted on
+the fold's training cases), and the results are evaluated by
+:func:`healnet.evaluate.evaluate_cohort`. Output folder::
 
-    splits.json
+    splits.json               n_repeats × n_folds folds; fold k = repeat * n_folds + fold in repeat
     models/<model>/fold<k>/   model.pt, predictions.tsv, metrics.json, missing.tsv, ...
     metrics.tsv, metrics_summary.tsv, missing_modalities.tsv, km.png
 
@@ -20,18 +24,43 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+import time
 from pathlib import Path
+
+import pandas as pd
 
 log = logging.getLogger("healnet.cli")
 
+TABLE_SUFFIXES = (".gz", ".zip", ".tsv", ".txt", ".csv", ".parquet")
+#: metrics_summary.tsv columns printed at the end, those present: the ``make demo`` summary's, the
+#: confidence interval of Harrell's c-index and the paired comparison with the reference (HEALNet)
+PRINTED = ["model", "n_folds", "harrell_mean", "harrell_std", "harrell_ci_low", "harrell_ci_high", "uno_mean",
+           "ibs_mean", "logrank_p", "oracle_c_index", "delta_vs_healnet", "delta_vs_reference", "delta_ci_low",
+           "delta_ci_high", "delta_p"]
+
+
+def _stem(path: str) -> str:
+    """``rna_tpm`` of ``/data/rna_tpm.tsv.gz``: the file name without its table extensions."""
+    name = Path(path).name
+    while name.lower().endswith(TABLE_SUFFIXES):
+        name = name[: name.rfind(".")]
+    return name
+
 
 def _pairs(values: list[str]) -> dict[str, str]:
+    """``--omics`` values, ``NAME=PATH`` or ``PATH`` (named after its file stem), by modality."""
     out = {}
     for v in values:
         name, sep, path = v.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--omics wants NAME=PATH (e.g. rna=rna.tsv), got {v!r}")
+        if not sep or "/" in name:  # a plain path (which may itself contain '=')
+            name, path = _stem(v), v
+        if not name or not path:
+            raise SystemExit(f"--omics wants NAME=PATH or PATH (e.g. rna=rna.tsv or rna.tsv), got {v!r}")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise SystemExit(f"--omics: modality name {name!r} (of {v!r}) must be letters, digits and _; "
+                             "give NAME=PATH")
         if name == "wsi":
             raise SystemExit("--omics: 'wsi' is the slide modality; name omics tables e.g. rna, cnv, mut")
         if name in out:
@@ -40,18 +69,15 @@ def _pairs(values: list[str]) -> dict[str, str]:
     return out
 
 
-def load_tables(omics: dict[str, str], clinical: str):
-    """A :class:`healnet.data.Cohort` of the cases with status ``ok`` and at least one omics row."""
-    from preprocessing.tabular import read_clinical_table, read_omics_table
-
+def build_cohort(tables: dict[str, pd.DataFrame], clinical: pd.DataFrame, source: str):
+    """A :class:`healnet.data.Cohort` of the cases of ``clinical`` (survival rows) with status
+    ``ok`` and at least one omics row."""
     from .data import Cohort
 
-    tables = {m: read_omics_table(p) for m, p in omics.items()}
-    clin = read_clinical_table(clinical)
-    ok = clin[clin["status"] == "ok"].set_index("case_id")
+    ok = clinical[clinical["status"] == "ok"].set_index("case_id")
     has = ok.index.isin(sorted(set().union(*(t.index for t in tables.values()))))
     if not has.any():
-        raise ValueError(f"{clinical}: no case with a valid survival time is in any omics table")
+        raise ValueError(f"{source}: no case with a valid survival time is in any omics table")
     dropped = int((~has).sum())
     if dropped:
         log.warning("%d case(s) of the clinical table have no omics row and are left out", dropped)
@@ -59,50 +85,114 @@ def load_tables(omics: dict[str, str], clinical: str):
     return Cohort(survival=survival, omics={m: t.loc[t.index.intersection(survival.index)] for m, t in tables.items()})
 
 
-def train_config(modalities: tuple[str, ...], settings: dict, *, architecture: str, seed: int):
-    from .train import TrainConfig
+def load_tables(omics: dict[str, str], clinical: str):
+    """:func:`build_cohort` of omics table files and a clinical table file."""
+    from preprocessing.tabular import read_clinical_table, read_omics_table
 
-    try:
-        from .train import config_from_dict
-    except ImportError:  # an older train module
-        return TrainConfig(**{**settings, "modalities": modalities, "seed": seed, "architecture": architecture})
+    return build_cohort({m: read_omics_table(p) for m, p in omics.items()}, read_clinical_table(clinical), clinical)
+
+
+def load_porpoise(path: str):
+    """:func:`build_cohort` of a PORPOISE/MCAT table (modalities rna, cnv, mutations)."""
+    from preprocessing.tabular import read_porpoise_table
+
+    tables, clinical = read_porpoise_table(path)
+    return build_cohort(tables, clinical, path)
+
+
+def patient_groups(case_ids: list[str], clinical: str | None = None, column: str | None = None) -> list[str]:
+    """The patient of each case: the clinical table's ``column``, else :func:`healnet.splits.patient_of`."""
+    from .splits import patient_of
+
+    if column is None:
+        return [patient_of(c) for c in case_ids]
+    from preprocessing.tabular import read_table
+
+    table = read_table(clinical)
+    if column not in table.columns:
+        raise ValueError(f"{clinical}: no column {column!r} (--patient-column); "
+                         f"columns: {', '.join(table.columns[:20])}")
+    patients = table[column].reindex(case_ids)
+    empty = patients.isna() | patients.astype(str).str.strip().eq("")
+    if empty.any():
+        raise ValueError(f"{clinical}: no patient in column {column!r} for {int(empty.sum())} case(s): "
+                         f"{', '.join(patients.index[empty][:10])}")
+    return patients.astype(str).str.strip().tolist()
+
+
+def train_config(modalities: tuple[str, ...], settings: dict, *, architecture: str, seed: int):
+    from .train import config_from_dict
+
     return config_from_dict({**settings, "modalities": modalities}, seed=seed, architecture=architecture)
 
 
-def run_cv(*, omics: dict[str, str], clinical: str, models: list[str], folds: int, out: str | Path,
-           settings: dict | None = None, seed: int = 0, val_fraction: float = 0.2, overwrite: bool = False):
-    """The cross-validation (see the module docstring); returns the summary table."""
+def run_cv(*, omics: dict[str, str] | None = None, clinical: str | None = None, porpoise: str | None = None,
+           models: list[str], folds: int, out: str | Path, settings: dict | None = None, seed: int = 0,
+           val_fraction: float = 0.2, overwrite: bool = False, repeats: int = 1,
+           patient_column: str | None = None) -> pd.DataFrame:
+    """The cross-validation (see the module docstring) on ``omics`` + ``clinical`` tables or one
+    ``porpoise`` table; returns the summary table."""
     from .evaluate import evaluate_cohort
-    from .splits import make_splits, write_splits
+    from .splits import make_splits, split_meta, write_splits
     from .train import train_fold
     from .zoo import model_modalities
 
+    if (porpoise is None) == (omics is None or clinical is None):
+        raise ValueError("give either omics tables and a clinical table, or a PORPOISE table")
+    if porpoise is not None and patient_column is not None:
+        raise ValueError("--patient-column names a column of --clinical; a PORPOISE table is one row per patient")
     out = Path(out)
     settings = dict(settings or {})
-    modalities = tuple(settings.pop("modalities", None) or omics)
-    unknown = [m for m in modalities if m not in omics]
+    if porpoise is not None:
+        from preprocessing.tabular import porpoise_modalities
+
+        from .train import TrainConfig
+
+        available = porpoise_modalities(porpoise)
+        requested = list(settings.get("log_omics", TrainConfig.log_omics))
+        settings["log_omics"] = [m for m in requested if m not in available]
+        if settings["log_omics"] != requested:
+            log.info("PORPOISE omics are already normalised (rna z-scored): no log2(x + 1) for %s",
+                     ", ".join(m for m in requested if m in available))
+    else:
+        available = list(omics)
+    modalities = tuple(settings.pop("modalities", None) or available)
+    unknown = [m for m in modalities if m not in available]
     if unknown:
-        raise ValueError(f"modalities {unknown} have no --omics table (given: {sorted(omics)})")
+        raise ValueError(f"modalities {unknown} have no table (given: {sorted(available)})")
     for model in models:  # fail before any training on a model that cannot run on these tables
         model_modalities(model, modalities)
     if len(set(models)) != len(models):
         raise ValueError(f"--models lists a model twice: {models}")
-    cohort = load_tables(omics, clinical)
+    if repeats < 1:
+        raise ValueError(f"--repeats {repeats}: needs at least 1")
+    cohort = load_porpoise(porpoise) if porpoise is not None else load_tables(omics, clinical)
     ids = list(cohort.survival.index)
-    if folds < 2 or folds > len(ids):
-        raise ValueError(f"--folds {folds}: needs 2 <= folds <= number of cases ({len(ids)})")
-    splits = make_splits(ids, cohort.survival["event"].to_numpy(), n_folds=folds, val_fraction=val_fraction, seed=seed)
-    write_splits(out / "splits.json", splits, seed=seed, n_folds=folds, n_cases=len(ids))
-    log.info("%d cases (%d events), %d folds, models %s", len(ids), int(cohort.survival["event"].sum()), folds,
-             ", ".join(models))
+    groups = patient_groups(ids, clinical, patient_column)
+    n_patients = len(set(groups))
+    if folds < 2 or folds > n_patients:
+        raise ValueError(f"--folds {folds}: needs 2 <= folds <= number of patients ({n_patients})")
+    splits = make_splits(ids, cohort.survival["event"].to_numpy(), n_folds=folds, val_fraction=val_fraction, seed=seed,
+                         groups=groups, n_repeats=repeats)
+    write_splits(out / "splits.json", splits, **split_meta(seed=seed, n_folds=folds, n_cases=len(ids),
+                                                             n_repeats=repeats, n_patients=n_patients))
+    log.info("%d cases of %d patients (%d events), %d folds × %d repeat(s), models %s", len(ids), n_patients,
+             int(cohort.survival["event"].sum()), folds, repeats, ", ".join(models))
     metrics_files, prediction_files, missing_files = [], [], []
-    for model in models:
+    jobs = len(models) * len(splits)
+    for m, model in enumerate(models):
         cfg = train_config(modalities, settings, architecture=model, seed=seed)
         for k, split in enumerate(splits):
             fold_dir = out / "models" / model / f"fold{k}"
+            where = f"[{m * len(splits) + k + 1}/{jobs}] {model} fold {k}" + (
+                f" (repeat {k // folds}, fold {k % folds})" if repeats > 1 else "")
             if overwrite or not (fold_dir / "metrics.json").exists():
+                log.info("%s: training on %d cases, testing on %d", where, len(split["train"]), len(split["test"]))
+                started = time.monotonic()
                 result = train_fold(cohort, split, cfg, fold_dir, fold=k)
-                log.info("%s fold %d: c-index %.3f", model, k, result["c_index"])
+                log.info("%s: done, c-index %.3f (%.0f s)", where, result["c_index"], time.monotonic() - started)
+            else:
+                log.info("%s: already trained (%s), skipped", where, fold_dir / "metrics.json")
             metrics_files.append(str(fold_dir / "metrics.json"))
             prediction_files.append(str(fold_dir / "predictions.tsv"))
             if (fold_dir / "missing.tsv").exists():
@@ -133,12 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     cv = sub.add_parser("cv", help="patient-level cross-validation of one or more models on omics tables",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cv.add_argument("--omics", action="append", required=True, metavar="NAME=PATH",
-                    help="an omics table (.tsv/.csv/.parquet; rows cases, columns features); repeat per modality")
-    cv.add_argument("--clinical", required=True, help="table with case_id, time, event")
+    cv.add_argument("--omics", action="append", metavar="[NAME=]PATH",
+                    help="an omics table (.tsv/.csv/.parquet; rows cases, columns features), named NAME or after "
+                         "its file stem; repeat per modality")
+    cv.add_argument("--clinical", help="table with case_id, time (days), event")
+    cv.add_argument("--porpoise", metavar="FILE",
+                    help="a PORPOISE/MCAT table (*_all_clean.csv[.zip]): rna, cnv, mutations and survival in one; "
+                         "instead of --omics and --clinical")
+    cv.add_argument("--patient-column", help="column of --clinical naming each case's patient (default: the "
+                                             "first 12 characters of TCGA barcodes, else the case id)")
     cv.add_argument("--models", nargs="+", default=["healnet"],
                     help="healnet, healnet-<modality>, snn, early-fusion, late-fusion, coxnet (default: healnet)")
     cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--repeats", type=int, default=1, help="repeated cross-validation: fold assignments with "
+                                                           "seeds seed, seed+1, ... (default 1)")
     cv.add_argument("--val-fraction", type=float, default=0.2)
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--config", help="YAML with training settings: a pipeline config (its train block) or the block")
@@ -148,21 +246,25 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--overwrite", action="store_true", help="retrain folds that already have results")
     cv.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
+    if args.porpoise and (args.omics or args.clinical):
+        parser.error("--porpoise replaces --omics and --clinical; give one or the other")
+    if not args.porpoise and not (args.omics and args.clinical):
+        parser.error("give --omics (one or more) and --clinical, or --porpoise")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        summary = run_cv(omics=_pairs(args.omics), clinical=args.clinical, models=args.models, folds=args.folds,
-                         out=args.out, settings=_settings(args.config, args.epochs, args.device), seed=args.seed,
-                         val_fraction=args.val_fraction, overwrite=args.overwrite)
+        summary = run_cv(omics=_pairs(args.omics) if args.omics else None, clinical=args.clinical,
+                         porpoise=args.porpoise, models=args.models, folds=args.folds, out=args.out,
+                         settings=_settings(args.config, args.epochs, args.device), seed=args.seed,
+                         val_fraction=args.val_fraction, overwrite=args.overwrite, repeats=args.repeats,
+                         patient_column=args.patient_column)
     except (ValueError, FileNotFoundError) as err:
         print(f"healnet cv: error: {err}", file=sys.stderr)
         return 2
-    cols = [c for c in ("model", "n_folds", "harrell_mean", "harrell_std", "uno_mean", "ibs_mean", "logrank_p")
-            if c in summary.columns]
-    print(summary[cols].to_string(index=False, float_format="%.3f"))
+    print(summary[[c for c in PRINTED if c in summary.columns]].to_string(index=False, float_format="%.3f"))
     print(f"results: {args.out}/ (metrics.tsv, metrics_summary.tsv, missing_modalities.tsv, km.png, models/)")
     return 0
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sksurv.metrics import concordance_index_censored
 
-from healnet.cli import main
+from healnet.cli import _pairs, main, patient_groups
 
 N = 48
 
@@ -91,7 +91,80 @@ def test_cv_errors(tables, capsys, extra, message):
     assert not (root / "bad" / "models").exists()
 
 
-def test_cv_rejects_a_malformed_omics_argument(tables):
+def test_omics_arguments_name_or_path():
+    assert _pairs(["rna=/d/rna.tsv", "/d/cnv_calls.csv.gz", "prot.parquet", "/a=b/meth.txt"]) == {
+        "rna": "/d/rna.tsv", "cnv_calls": "/d/cnv_calls.csv.gz", "prot": "prot.parquet", "meth": "/a=b/meth.txt"}
+    for bad, message in (("=x.tsv", "NAME=PATH"), ("rna=", "NAME=PATH"), ("/d/1st.tsv", "letters"),
+                         ("wsi.tsv", "slide modality"), ("/d/rna.tsv", "twice")):
+        with pytest.raises(SystemExit, match=message):
+            _pairs(["rna=r.tsv", bad] if message == "twice" else [bad])
+
+
+def test_cv_needs_tables_or_a_porpoise_table(tables, capsys):
     root, _ = tables
-    with pytest.raises(SystemExit, match="NAME=PATH"):
-        main(["cv", "--omics", str(root / "rna.tsv"), "--clinical", str(root / "clinical.tsv"), "--out", str(root / "x")])
+    with pytest.raises(SystemExit):
+        main(["cv", "--omics", str(root / "rna.tsv"), "--out", str(root / "x")])
+    assert "--clinical" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["cv", "--porpoise", "t.csv", "--clinical", str(root / "clinical.tsv"), "--out", str(root / "x")])
+    assert "--porpoise replaces" in capsys.readouterr().err
+
+
+def test_cv_keeps_every_patient_in_one_part_of_each_fold(tables, caplog, capsys):
+    """Two samples per patient (tumour and normal barcodes; the omics table named after its file
+    stem): no fold of any repeat splits a patient; progress is logged per model and fold."""
+    root, clin = tables
+    rna = pd.read_csv(root / "rna.tsv", sep="\t", index_col=0)
+    samples = pd.concat([rna.rename(index=lambda c: f"{c}-01A"), (rna * 1.1).rename(index=lambda c: f"{c}-11A")])
+    samples.to_csv(root / "expr.tsv", sep="\t")
+    ok = clin.iloc[:N]
+    survival = pd.concat([ok.rename(index=lambda c: f"{c}-01A"), ok.rename(index=lambda c: f"{c}-11A")])
+    survival.to_csv(root / "samples.tsv", sep="\t")
+    out = root / "grouped"
+    with caplog.at_level("INFO", logger="healnet.cli"):
+        assert main(["cv", "--omics", str(root / "expr.tsv"), "--clinical", str(root / "samples.tsv"), "--models",
+                     "coxnet", "--folds", "3", "--repeats", "2", "--device", "cpu", "--out", str(out)]) == 0
+    meta = json.loads((out / "splits.json").read_text())
+    folds = meta["folds"]
+    assert len(folds) == 6 and (meta["n_repeats"], meta["n_cases"], meta["n_patients"]) == (2, 2 * (N - 1), N - 1)
+    for k, fold in enumerate(folds):
+        assert (fold["repeat"], fold["fold_in_repeat"]) == divmod(k, 3)
+        parts = [{c[:12] for c in fold[p]} for p in ("train", "val", "test")]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert sorted(metrics["fold"]) == list(range(6))
+    assert "[1/6] coxnet fold 0 (repeat 0, fold 0): training on" in caplog.text
+    assert "[6/6] coxnet fold 5 (repeat 1, fold 2): done, c-index" in caplog.text
+    printed = capsys.readouterr().out
+    summary = pd.read_csv(out / "metrics_summary.tsv", sep="\t")
+    for column in ("harrell_mean", "harrell_ci_low", "harrell_ci_high", "delta_p"):
+        assert (column in printed) == (column in summary.columns)
+
+
+def test_patient_column(tables):
+    root, _ = tables
+    clinical = pd.DataFrame({"case_id": ["s1", "s2", "s3", "s4"], "time": 1, "event": 1,
+                             "patient": ["p1", "p1", "p2", " "]})
+    clinical.to_csv(root / "pc.tsv", sep="\t", index=False)
+    assert patient_groups(["s2", "s1", "s3"], str(root / "pc.tsv"), "patient") == ["p1", "p1", "p2"]
+    assert patient_groups(["TCGA-AB-0001-01A", "s1"]) == ["TCGA-AB-0001", "s1"]
+    with pytest.raises(ValueError, match=r"pc\.tsv: no patient in column 'patient' for 1 case\(s\): s4"):
+        patient_groups(["s1", "s4"], str(root / "pc.tsv"), "patient")
+    with pytest.raises(ValueError, match=r"pc\.tsv: no column 'donor'"):
+        patient_groups(["s1"], str(root / "pc.tsv"), "donor")
+
+
+def test_cv_on_a_porpoise_table(tmp_path, caplog):
+    """--porpoise: rna, cnv and mutations of one PORPOISE table, one row per patient, no log2."""
+    from test_tabular import porpoise_frame
+
+    porpoise_frame(n=30, seed=1).to_csv(tmp_path / "tcga_x_all_clean.csv.zip")
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        assert main(["cv", "--porpoise", str(tmp_path / "tcga_x_all_clean.csv.zip"), "--models", "healnet",
+                     "--folds", "2", "--epochs", "1", "--device", "cpu", "--out", str(out)]) == 0
+    metrics = json.loads((out / "models" / "healnet" / "fold0" / "metrics.json").read_text())
+    assert sorted(metrics["modalities"]) == ["cnv", "mutations", "rna"]
+    assert "no log2(x + 1) for rna" in caplog.text
+    tested = [c for f in json.loads((out / "splits.json").read_text())["folds"] for c in f["test"]]
+    assert sorted(tested) == [f"TCGA-AB-{i:04d}" for i in range(30)]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healnet.splits import make_splits, read_splits, splits_for_cohort, write_splits
+from healnet.splits import make_splits, patient_of, read_splits, splits_for_cohort, write_splits
 
 
 def _cohort(n=103, seed=0, p_event=0.37):
@@ -135,3 +135,73 @@ def test_no_patient_in_two_folds_even_with_several_slides_each(tmp_path):
     assert per_slide["case_id"].duplicated().any()
     with pytest.raises(ValueError, match="unique"):
         splits_for_cohort(clinical, tmp_path / "splits.json")
+
+
+def _two_samples_per_patient(n_patients=40, seed=5):
+    """Sample barcodes, two per patient (tumour 01A and normal 11A), events per patient."""
+    rng = np.random.default_rng(seed)
+    patients = [f"TCGA-{rng.choice(['A1', 'BH'])}-{i:04d}" for i in range(n_patients)]
+    samples = [f"{p}-{s}" for p in patients for s in ("01A", "11A")]
+    events = np.repeat((rng.random(n_patients) < 0.4).astype(int), 2)
+    return samples, events
+
+
+def test_patient_of():
+    assert patient_of("TCGA-AB-1234-01A-11R-A12B-07") == "TCGA-AB-1234"
+    assert patient_of("TCGA-AB-1234") == "TCGA-AB-1234"
+    assert patient_of("tcga-ab-1234-01a") == "tcga-ab-1234-01a"  # not a TCGA barcode: the id itself
+    assert patient_of("P-007") == "P-007"
+
+
+@pytest.mark.parametrize("n_repeats", [1, 3])
+def test_grouped_folds_never_split_a_patient(n_repeats):
+    samples, events = _two_samples_per_patient()
+    groups = [patient_of(s) for s in samples]
+    folds = make_splits(samples, events, n_folds=4, seed=0, groups=groups, n_repeats=n_repeats)
+    assert len(folds) == 4 * n_repeats
+    for fold in folds:
+        parts = {p: {patient_of(s) for s in fold[p]} for p in ("train", "val", "test")}
+        assert not (parts["train"] & parts["val"]) and not (parts["train"] & parts["test"])
+        assert not (parts["val"] & parts["test"])
+        assert sorted(fold["train"] + fold["val"] + fold["test"]) == sorted(samples)
+    for r in range(n_repeats):  # each repeat tests every sample exactly once
+        tested = [s for f in folds[r * 4:(r + 1) * 4] for s in f["test"]]
+        assert sorted(tested) == sorted(samples)
+
+
+def test_singleton_groups_give_the_ungrouped_folds():
+    ids, events = _cohort()
+    assert make_splits(ids, events, seed=4, groups=ids) == make_splits(ids, events, seed=4)
+    sites = [c.split("-")[1] for c in ids]
+    assert (make_splits(ids, events, seed=4, strata=sites, groups=list(ids))
+            == make_splits(ids, events, seed=4, strata=sites))
+
+
+def test_repeats_use_seed_plus_r_and_are_labelled():
+    ids, events = _cohort()
+    one = make_splits(ids, events, n_folds=3, seed=7)
+    assert all(set(f) == {"train", "val", "test"} for f in one)  # one repeat: exactly as before
+    assert make_splits(ids, events, n_folds=3, seed=7, n_repeats=1) == one
+    folds = make_splits(ids, events, n_folds=3, seed=7, n_repeats=3)
+    assert len(folds) == 9
+    for k, fold in enumerate(folds):
+        r, i = divmod(k, 3)
+        assert (fold["repeat"], fold["fold_in_repeat"]) == (r, i)
+        expected = make_splits(ids, events, n_folds=3, seed=7 + r)[i]
+        assert {p: fold[p] for p in ("train", "val", "test")} == expected
+    assert folds[0]["test"] != folds[3]["test"]
+    with pytest.raises(ValueError, match="n_repeats"):
+        make_splits(ids, events, n_repeats=0)
+
+
+def test_splits_for_cohort_groups_samples_and_repeats(tmp_path):
+    samples, events = _two_samples_per_patient(n_patients=30)
+    clinical = tmp_path / "survival.parquet"
+    pd.DataFrame({"case_id": samples, "event": events, "status": "ok", "site": "A1"}).to_parquet(clinical)
+    out = tmp_path / "splits.json"
+    folds = splits_for_cohort(clinical, out, n_folds=3, seed=1, n_repeats=2)
+    meta = json.loads(out.read_text())
+    assert (meta["n_folds"], meta["n_repeats"], meta["n_cases"], meta["n_patients"]) == (3, 2, 60, 30)
+    assert len(folds) == 6
+    for fold in folds:
+        assert not {patient_of(s) for s in fold["test"]} & {patient_of(s) for s in fold["train"] + fold["val"]}

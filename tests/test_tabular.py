@@ -1,6 +1,7 @@
 """preprocessing.tabular: omics and clinical data of any cohort as plain tables (TSV, CSV, parquet)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from preprocessing.tabular import (read_clinical_table, read_omics_table, read_table, tabular_survival_table,
-                                   write_omics_table, write_tabular_survival_table)
+from preprocessing.tabular import (DAYS_PER_MONTH, porpoise_modalities, read_clinical_table, read_omics_table,
+                                   read_porpoise_table, read_table, tabular_survival_table, write_omics_table,
+                                   write_porpoise_tables, write_tabular_survival_table)
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003", "TCGA-AA-0004"]
@@ -152,3 +154,120 @@ def test_snakemake_tabular_rules(demo_cohort, demo_truth, tmp_path):
     assert sorted(table.index) == sorted(cases) and (table["status"] == "ok").all()
     assert table.loc[cases[:5], "n_proteome_files"].tolist() == [1] * 5
     np.testing.assert_array_equal(table.loc[cases, "time"], demo_truth["time"])
+
+
+# ---------------------------------------------------------------------------------------------
+# PORPOISE / MCAT tables
+
+
+def porpoise_frame(n: int = 12, seed: int = 0) -> pd.DataFrame:
+    """A PORPOISE-layout table: one row per slide (every third patient has two), an unnamed index,
+    patient columns, then *_rnaseq (z-scores), *_cnv (-2..2) and *_mut (0/1) features."""
+    rng = np.random.default_rng(seed)
+    ids = [f"TCGA-AB-{i:04d}" for i in range(n)]
+    patients = pd.DataFrame({"case_id": ids, "age": rng.integers(30, 80, n), "site": "AB",
+                             "survival_months": np.round(rng.exponential(30, n), 2),
+                             "censorship": (rng.random(n) < 0.6).astype(int), "is_female": rng.integers(0, 2, n),
+                             "oncotree_code": "CCRCC", "train": 1,
+                             **{f"G{j}_rnaseq": np.round(rng.normal(size=n), 4) for j in range(4)},
+                             **{f"G{j}_cnv": rng.integers(-2, 3, n) for j in range(3)},
+                             **{f"TP53_mut" if j == 0 else f"M{j}_mut": rng.integers(0, 2, n) for j in range(2)}})
+    rows = patients.loc[np.repeat(np.arange(n), [2 if i % 3 == 0 else 1 for i in range(n)])].reset_index(drop=True)
+    rows.insert(1, "slide_id", [f"{c}-01Z-00-DX{k}.svs" for k, c in enumerate(rows["case_id"])])
+    return rows
+
+
+@pytest.mark.parametrize("name", ["tcga_x_all_clean.csv.zip", "tcga_x_all_clean.csv"])
+def test_porpoise_table_by_hand(tmp_path, name):
+    frame = porpoise_frame()
+    path = tmp_path / name
+    frame.to_csv(path)  # with the unnamed index column, as published
+    assert porpoise_modalities(path) == ["rna", "cnv", "mutations"]
+    omics, clinical = read_porpoise_table(path)
+    assert sorted(omics) == ["cnv", "mutations", "rna"]
+    patients = frame.drop_duplicates("case_id").set_index("case_id").sort_index()
+    assert list(omics["rna"].columns) == ["G0", "G1", "G2", "G3"] and list(omics["mutations"].columns) == ["TP53", "M1"]
+    for m, suffix in (("rna", "_rnaseq"), ("cnv", "_cnv"), ("mutations", "_mut")):
+        table = omics[m]
+        assert table.index.name == "case_id" and list(table.index) == list(patients.index)  # one row per patient
+        np.testing.assert_array_equal(table.to_numpy(), patients[[c + suffix for c in table.columns]].to_numpy())
+    clin = clinical.set_index("case_id")
+    assert list(clinical.columns) == read_clinical_table(_save(CLINICAL, tmp_path / "c.tsv")).columns.tolist()
+    np.testing.assert_allclose(clin["time"], patients["survival_months"] * DAYS_PER_MONTH)
+    assert (clin["event"] == 1 - patients["censorship"]).all() and (clin["status"] == "ok").all()
+    assert DAYS_PER_MONTH == pytest.approx(365.25 / 12, abs=0.01)
+
+
+def test_porpoise_table_with_one_modality(tmp_path):
+    frame = porpoise_frame()
+    frame = frame.drop(columns=[c for c in frame.columns if c.endswith(("_cnv", "_mut"))])
+    frame.to_csv(tmp_path / "rna_only.csv", index=False)
+    omics, _ = read_porpoise_table(tmp_path / "rna_only.csv")
+    assert list(omics) == ["rna"]
+
+
+def test_porpoise_table_errors_name_the_file(tmp_path):
+    def bad(frame, name, message):
+        frame.to_csv(tmp_path / name)
+        with pytest.raises(ValueError, match=message):
+            read_porpoise_table(tmp_path / name)
+
+    frame = porpoise_frame()
+    bad(frame.drop(columns="censorship"), "nocens.csv", r"nocens\.csv: missing column\(s\) censorship")
+    bad(frame.drop(columns=[c for c in frame.columns if c.endswith(("_rnaseq", "_cnv", "_mut"))]), "nofeat.csv",
+        r"nofeat\.csv: no feature column")
+    clash = frame.copy()
+    clash.loc[1, "G2_rnaseq"] += 1.0  # row 1 is the second slide of patient 0000
+    bad(clash, "clash.csv", r"clash\.csv: rows of one patient disagree for 1 case\(s\): TCGA-AB-0000 "
+                            r"\(in column\(s\) G2_rnaseq\)")
+    words = frame.astype({"G1_cnv": object})
+    words.loc[words["case_id"] == "TCGA-AB-0003", "G1_cnv"] = "amp"
+    bad(words, "words.csv", r"words\.csv \(cnv\): non-numeric values in 1 column\(s\): G1")
+    nan = frame.copy()
+    nan.loc[nan["case_id"] == "TCGA-AB-0004", "survival_months"] = np.nan
+    bad(nan, "nan.csv", r"nan\.csv: missing or non-numeric values in column\(s\) survival_months for 1 case\(s\): "
+                        r"TCGA-AB-0004")
+    bad(frame.assign(censorship=2), "cens2.csv", r"cens2\.csv: censorship must be 0 or 1")
+    with pytest.raises(FileNotFoundError, match=r"absent\.csv"):
+        read_porpoise_table(tmp_path / "absent.csv")
+
+
+def test_write_porpoise_tables(tmp_path):
+    path = tmp_path / "t.csv.zip"
+    porpoise_frame().to_csv(path)
+    outs = {m: tmp_path / "tables" / f"{m}.parquet" for m in ("rna", "cnv", "mutations")}
+    omics = write_porpoise_tables(path, outs, tmp_path / "tables" / "clinical.tsv")
+    for m, out in outs.items():  # the files the tabular rules then read as omics_tables
+        pd.testing.assert_frame_equal(read_omics_table(out), omics[m], check_index_type=False)
+    _, clinical = read_porpoise_table(path)
+    pd.testing.assert_frame_equal(read_clinical_table(tmp_path / "tables" / "clinical.tsv"), clinical)
+    with pytest.raises(ValueError, match="planned for"):
+        write_porpoise_tables(path, {"rna": outs["rna"]}, tmp_path / "c.tsv")
+
+
+def test_porpoise_cohort_plans_in_the_dag(tmp_path):
+    """A cohort given only as `porpoise_table` plans its split, the tabular rules and training over
+    n_folds × n_repeats folds; giving clinical_table too is an error naming the file."""
+    porpoise_frame(n=20).to_csv(tmp_path / "kirc.csv.zip")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["cohort_files"] = []
+    config["splits"].update(n_folds=2, n_repeats=3)
+    config["train"].update(models=["healnet", "coxnet"], modalities=["rna", "cnv", "mutations"])
+    cohort = tmp_path / "kirc.yaml"
+    cohort.write_text(yaml.safe_dump({"porpoise_table": str(tmp_path / "kirc.csv.zip")}))
+    config["cohort_files"] = [str(cohort)]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", "results/kirc/metrics.tsv",
+           "--quiet", "rules"]
+    dry = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    out = dry.stdout + dry.stderr
+    for rule, count in (("porpoise_kirc", 1), ("tabular_omics_kirc_rna", 1), ("tabular_omics_kirc_mutations", 1),
+                        ("tabular_clinical", 1), ("splits", 1), ("train", 2 * 2 * 3)):
+        assert re.search(rf"^{rule}\s+{count}$", out, re.M), out
+    cohort.write_text(yaml.safe_dump({"porpoise_table": str(tmp_path / "kirc.csv.zip"),
+                                      "clinical_table": str(tmp_path / "c.tsv")}))
+    dry = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert dry.returncode != 0 and f"{cohort}: cohort 'kirc' gives both porpoise_table and clinical_table" in (
+        dry.stdout + dry.stderr)

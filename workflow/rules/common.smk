@@ -1,6 +1,8 @@
 # Reads the cohorts (inline `cohorts:` blocks and one YAML file per cohort in `cohort_files:`),
 # validates them and the config, and gives the other rules their inputs. A cohort with
 # `source: gdc` learns its files at run time from the `gdc_manifest` and `download` checkpoints.
+# A `porpoise_table:` (a PORPOISE/MCAT *_all_clean.csv[.zip]) stands for the cohort's rna, cnv and
+# mutations `omics_tables` and its `clinical_table`, which rule porpoise_<cohort> writes under tables/.
 import os
 import re
 from pathlib import Path
@@ -10,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from preprocessing.inventory import read_inventory, rna_files_of, slides_of
+from preprocessing.tabular import porpoise_modalities
 
 validate(config, "../schemas/config.schema.yaml")
 # absolute, because GDC cohorts validate their sample sheet later, from an input function
@@ -54,8 +57,34 @@ def _load_cohorts():
             c.update(sample_sheet=f"{meta}/gdc_sample_sheet.tsv", manifest=f"{meta}/gdc_manifest.txt",
                      clinical=f"{meta}/clinical.tsv", downloaded=f"{meta}/download.tsv")
             c["data_dir"] = c.get("data_dir") or f"{meta}/files"
+        if c.get("porpoise_table"):
+            _porpoise_tables(name, c, source)
         cohorts[name] = c
     return cohorts
+
+
+def _porpoise_tables(name, c, source):
+    """Point the cohort's omics_tables (one per modality the table's header has) and clinical_table
+    at what rule porpoise_<cohort> writes from its `porpoise_table`."""
+    path = c["porpoise_table"]
+    if c.get("clinical_table"):
+        raise WorkflowError(f"{source}: cohort {name!r} gives both porpoise_table and clinical_table; "
+                            "the PORPOISE table holds the survival")
+    try:
+        modalities = porpoise_modalities(path)
+    except (OSError, ValueError) as e:
+        raise WorkflowError(f"{source}: cohort {name!r}: porpoise_table {e}") from None
+    if not modalities:
+        raise WorkflowError(f"{source}: cohort {name!r}: porpoise_table {path} has no *_rnaseq, *_cnv "
+                            "or *_mut column")
+    tables = dict(c.get("omics_tables") or {})
+    clash = sorted(set(tables) & set(modalities))
+    if clash:
+        raise WorkflowError(f"{source}: cohort {name!r}: omics_tables {clash} are also in its porpoise_table")
+    out = f"{RESULTS}/{name}/tables"
+    c["porpoise_outputs"] = {m: f"{out}/{m}.parquet" for m in modalities}
+    c["omics_tables"] = {**c["porpoise_outputs"], **tables}
+    c["clinical_table"] = f"{out}/clinical.tsv"
 
 
 COHORT_CONFIG = _load_cohorts()
@@ -152,6 +181,11 @@ def per_slide(pattern):
     return lambda wildcards: expand(pattern, cohort=wildcards.cohort, slide=cohort_slides(wildcards), encoder=ENCODER)
 
 
+def all_folds():
+    """Every fold index: splits.n_repeats repeats of splits.n_folds folds, k = repeat * n_folds + fold."""
+    return range(config["splits"]["n_folds"] * config["splits"].get("n_repeats", 1))
+
+
 def fold_outputs(pattern):
     return lambda wildcards: expand(pattern, cohort=wildcards.cohort, model=config["train"]["models"],
-                                    fold=range(config["splits"]["n_folds"]))
+                                    fold=all_folds())

@@ -4,6 +4,8 @@
 # mutations (masked somatic MAF). Any cohort may instead (or also) give plain tables:
 #   omics_tables: {name: path}   -> omics/{name}.parquet (replaces the GDC rule of that name)
 #   clinical_table: path         -> clinical.parquet (case_id, time, event; replaces `clinical`)
+#   porpoise_table: path         -> tables/{rna,cnv,mutations}.parquet and tables/clinical.tsv (rule
+#                                   porpoise_<cohort>), which common.smk makes the two keys above
 # Optional GDC survival source: `cdr:` a TCGA-CDR table and `endpoint:` OS | DSS | DFI | PFI.
 import re
 
@@ -158,6 +160,31 @@ for _cohort in COHORTS:
                 "../scripts/tabular_omics.py"
 
 
+# One rule per cohort with a PORPOISE/MCAT table: its outputs are the modalities its header has.
+for _cohort in COHORTS:
+    if config["cohorts"][_cohort].get("porpoise_table"):
+
+        rule:
+            name:
+                re.sub(r"\W", "_", f"porpoise_{_cohort}")
+            input:
+                table=config["cohorts"][_cohort]["porpoise_table"],
+            output:
+                **config["cohorts"][_cohort]["porpoise_outputs"],
+                clinical=config["cohorts"][_cohort]["clinical_table"],
+            log:
+                f"{RESULTS}/{_cohort}/logs/porpoise.log",
+            message:
+                f"Splitting the PORPOISE table of cohort {_cohort} into omics and survival tables"
+            resources:
+                mem_mb=lambda wc, attempt: 8000 * attempt,
+                runtime=lambda wc, attempt: 30 * attempt,
+            conda:
+                "../../envs/pipeline.yaml"
+            script:
+                "../scripts/porpoise.py"
+
+
 rule clinical:
     input:
         clinical=lambda wildcards: cohort_config(wildcards)["clinical"],
@@ -221,9 +248,10 @@ rule splits:
     log:
         f"{RESULTS}/{{cohort}}/logs/splits.log",
     message:
-        "Making {params.n_folds} patient-level folds for cohort {wildcards.cohort}"
+        "Making {params.n_repeats} x {params.n_folds} patient-level folds for cohort {wildcards.cohort}"
     params:
         n_folds=config["splits"]["n_folds"],
+        n_repeats=config["splits"].get("n_repeats", 1),
         val_fraction=config["splits"]["val_fraction"],
         by_site=config["splits"]["stratify_by_site"],
         seed=config["seed"],
