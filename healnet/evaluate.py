@@ -14,6 +14,16 @@ The model and fold of each file are read from its path, so the tables hold whate
 folds are given.  Metrics are recomputed from the predictions (see :mod:`healnet.metrics`); Uno's
 c-index and the integrated Brier score need the fold's training cases (``splits``) and their
 survival (``survival``), else they are NaN with a reason.
+
+Fair comparison: models use different modalities, so they predict different test cases.  The
+primary tables (``metrics.tsv``, ``metrics_summary.tsv``, the KM figure and the headline) score
+every model of a fold on the SAME cases: those every model predicted in that fold
+(:func:`common_cases`).  ``metrics_all_cases.tsv`` scores each model on all the cases it
+predicted, and the summary repeats those means as ``all_cases_*``.  Each model's c-index has a
+bootstrap 95 % CI, and its paired difference to the reference model (HEALNet) a CI and p-value
+(:mod:`healnet.paired`).  With repeated cross-validation (fold dicts of ``splits`` with a
+``repeat`` key) the tables have the repeat of each fold, and means run over all folds of all
+repeats.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import math
 import os
 import re
 from collections import defaultdict
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -31,6 +42,7 @@ from preprocessing.io import atomic_path
 
 from .data import Cohort, load_bags
 from .metrics import fold_metrics, harrell
+from .paired import paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +85,35 @@ def _train_survival(survival: pd.DataFrame | None, splits: list[dict] | None, fo
     return survival.loc[ids, "time"].to_numpy(float), survival.loc[ids, "event"].to_numpy(int)
 
 
+def read_predictions(fold_predictions) -> dict[tuple[str, int], pd.DataFrame]:
+    """``predictions.tsv`` of each (model, fold)."""
+    return {key: pd.read_csv(path, sep="\t") for key, path in sorted(_by_model_fold(fold_predictions).items())}
+
+
+def common_cases(predictions: dict[tuple[str, int], pd.DataFrame]) -> dict[int, list[str]]:
+    """Per fold: the case_ids that every model with that fold predicted (the intersection), on
+    which the models are compared."""
+    per_fold: dict[int, set[str]] = {}
+    for (_, fold), table in predictions.items():
+        ids = set(table["case_id"].astype(str))
+        per_fold[fold] = per_fold[fold] & ids if fold in per_fold else ids
+    return {fold: sorted(ids) for fold, ids in sorted(per_fold.items())}
+
+
+def fold_repeat(splits: list[dict] | None, fold: int) -> int:
+    """The repeat of fold ``fold`` in repeated cross-validation (its ``repeat`` key), else 0."""
+    if splits is None or fold >= len(splits):
+        return 0
+    return int(splits[fold].get("repeat", 0))
+
+
 def metrics_table(fold_metrics_files, fold_predictions, *, survival: pd.DataFrame | None = None,
-                  splits: list[dict] | None = None) -> pd.DataFrame:
-    """One row per model and fold: harrell, uno, ibs (and ``*_reason`` where NaN), n_test, events,
-    best_epoch; ``c_index`` repeats ``harrell`` for older readers."""
+                  splits: list[dict] | None = None, cases: dict[int, Collection[str]] | None = None) -> pd.DataFrame:
+    """One row per model and fold: repeat, harrell, uno, ibs (and ``*_reason`` where NaN), n_test,
+    events, n_left_out, best_epoch; ``c_index`` repeats ``harrell`` for older readers.
+
+    With ``cases`` (fold -> case_ids, e.g. :func:`common_cases`) each fold is scored on those of
+    its predicted cases only; ``n_left_out`` counts the predicted cases left out."""
     meta = _by_model_fold(fold_metrics_files)
     preds = _by_model_fold(fold_predictions)
     if set(meta) != set(preds):
@@ -87,14 +124,19 @@ def metrics_table(fold_metrics_files, fold_predictions, *, survival: pd.DataFram
         with open(path) as f:
             info = json.load(f)
         predictions = pd.read_csv(preds[model, fold], sep="\t")
+        n_predicted = len(predictions)
+        if cases is not None:
+            predictions = predictions[predictions["case_id"].astype(str).isin(set(cases.get(fold, ())))]
         edges = info.get("bin_edges")
         edges = np.array([float(e) for e in edges]) if edges is not None else None
         train_time, train_event = _train_survival(survival, splits, fold)
-        row = {"model": model, "fold": fold, **fold_metrics(train_time, train_event, predictions, edges),
-               "best_epoch": info.get("best_epoch", -1)}
+        row = {"model": model, "fold": fold, "repeat": fold_repeat(splits, fold),
+               **fold_metrics(train_time, train_event, predictions, edges),
+               "n_left_out": n_predicted - len(predictions), "best_epoch": info.get("best_epoch", -1)}
         row["c_index"] = row["harrell"]
         rows.append(row)
-    columns = ["model", "fold", *METRICS, "c_index", "n_test", "events", "best_epoch", *(f"{m}_reason" for m in METRICS)]
+    columns = ["model", "fold", "repeat", *METRICS, "c_index", "n_test", "events", "n_left_out", "best_epoch",
+               *(f"{m}_reason" for m in METRICS)]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -245,33 +287,132 @@ def read_survival(clinical: str | os.PathLike) -> pd.DataFrame:
     return table.set_index("case_id")[["time", "event"]]
 
 
+def _log_left_out(predictions: dict[tuple[str, int], pd.DataFrame], common: dict[int, list[str]]) -> None:
+    for fold, ids in common.items():
+        left = {model: len(t) - len(ids) for (model, k), t in predictions.items() if k == fold}
+        dropped = ", ".join(f"{m} {n}" for m, n in left.items() if n) or "none"
+        log.info("fold %d: %d test cases common to all models; left out of each model's predicted cases: %s",
+                 fold, len(ids), dropped)
+        if not ids:
+            log.warning("fold %d: no test case is common to all models (%s)", fold, ", ".join(left))
+
+
+def paired_folds(predictions: dict[tuple[str, int], pd.DataFrame], common: dict[int, list[str]],
+                 models: list[str]) -> list[pd.DataFrame]:
+    """Per fold, one table of the common cases: case_id, time, event and each model's risk (a
+    model without that fold: NaN)."""
+    out = []
+    for fold, ids in common.items():
+        table = pd.DataFrame({"case_id": ids})
+        for model in models:
+            if (model, fold) not in predictions:
+                table[model] = np.nan
+                continue
+            p = predictions[model, fold].assign(case_id=lambda t: t["case_id"].astype(str)).set_index("case_id")
+            p = p.loc[ids]
+            if "time" not in table:
+                table["time"], table["event"] = p["time"].to_numpy(float), p["event"].to_numpy(int)
+            elif not (np.allclose(table["time"], p["time"]) and (table["event"] == p["event"].to_numpy()).all()):
+                raise ValueError(f"fold {fold}: {model}'s predictions.tsv has other times or events than the "
+                                 f"other models' for the same cases")
+            table[model] = p["risk"].to_numpy(float)
+        out.append(table)
+    return out
+
+
+def _fmt_ci(value: float, low: float, high: float, signed: bool = False) -> str:
+    if math.isnan(value):
+        return "–"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(value)} ({f.format(low)} to {f.format(high)})"
+
+
+def headline_rst(summary: pd.DataFrame, title: str = "") -> str:
+    """reStructuredText table for the report's first page: each model's c-index (95 % CI) and its
+    paired difference to the reference (95 % CI, p) on the common test cases, and the oracle."""
+    n_cases = int(summary["n_test_cases"].max()) if len(summary) else 0
+    n_folds = int(summary["n_folds"].max()) if len(summary) else 0
+    reference = next((r for r in summary.get("reference", []) if isinstance(r, str) and r), "")
+    delta_head = f"difference to ``{reference}`` (95 % CI)" if reference else "difference (no reference model)"
+    lines = [f".. list-table:: {title + ': ' if title else ''}Harrell's c-index on the {n_cases} test cases that "
+             f"every model predicted, mean over {n_folds} folds",
+             "   :header-rows: 1", "",
+             "   * - model", "     - c-index (95 % CI)", f"     - {delta_head}", "     - p"]
+    for row in sorted(summary.itertuples(), key=lambda r: r.model != reference):  # the reference first
+        delta = _fmt_ci(row.delta_vs_reference, row.delta_ci_low, row.delta_ci_high, signed=True)
+        if row.model == reference:
+            delta = "reference"
+        p = "–" if math.isnan(row.delta_p) else f"{row.delta_p:.3f}"
+        lines += [f"   * - ``{row.model}``", f"     - {_fmt_ci(row.harrell_mean, row.harrell_ci_low, row.harrell_ci_high)}",
+                  f"     - {delta}", f"     - {p}"]
+    lines.append("")
+    if "oracle_c_index" in summary.columns and len(summary):
+        lines += [f"Oracle c-index (the planted true risk, all cases): {summary['oracle_c_index'].iloc[0]:.3f}.", ""]
+    lines += ["Paired bootstrap over patients (see the summary table's caption); each model on all the cases it "
+              "can handle: ``metrics_all_cases.tsv``.", ""]
+    return "\n".join(lines)
+
+
 def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summary_out, km_out,
                     missing_out=None, fold_missing=(), survival: pd.DataFrame | None = None,
                     splits: list[dict] | None = None, oracle: str | os.PathLike | None = None,
-                    title: str = "") -> pd.DataFrame:
-    """Write ``metrics.tsv`` (per model and fold), ``metrics_summary.tsv`` (mean ± std per model,
-    with the KM log-rank p and the oracle c-index when the cohort has one), the KM figure (one
-    panel per model) and, with ``missing_out``, ``missing_modalities.tsv``; returns the summary."""
-    metrics = metrics_table(fold_metrics_files, fold_predictions, survival=survival, splits=splits)
-    if metrics.empty:
+                    title: str = "", all_cases_out=None, headline_out=None, reference: str | None = "healnet",
+                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Write ``metrics.tsv`` (per model and fold, on the test cases common to all models),
+    ``metrics_summary.tsv`` (per model: mean ± std, bootstrap CI, paired difference to
+    ``reference``, KM log-rank p, the oracle c-index when the cohort has one, and the all-cases
+    means), the KM figure (one panel per model), and when given ``missing_modalities.tsv``,
+    ``metrics_all_cases.tsv`` (each model on all its cases) and the report headline (RST);
+    returns the summary.  ``n_boot`` bootstrap replicates drawn with ``seed``."""
+    predictions = read_predictions(fold_predictions)
+    if not predictions:
         raise ValueError("evaluate_cohort: no fold results given")
+    common = common_cases(predictions)
+    _log_left_out(predictions, common)
+    metrics = metrics_table(fold_metrics_files, fold_predictions, survival=survival, splits=splits, cases=common)
+    all_cases = metrics_table(fold_metrics_files, fold_predictions, survival=survival, splits=splits)
     for row in metrics.itertuples():
         for m in METRICS:
             reason = getattr(row, f"{m}_reason")
             if reason:
                 log.info("%s fold %d: %s undefined (%s)", row.model, row.fold, m, reason)
+    scored = {key: t[t["case_id"].astype(str).isin(set(common[key[1]]))] for key, t in predictions.items()}
     by_model = defaultdict(list)
-    for (model, _), path in sorted(_by_model_fold(fold_predictions).items()):
-        by_model[model].append(pd.read_csv(path, sep="\t"))
-    predictions = {m: pd.concat(tables, ignore_index=True) for m, tables in by_model.items()}
-    p_values = kaplan_meier_plot(predictions, km_out, title=title)
+    for (model, _), table in scored.items():
+        by_model[model].append(table)
+    p_values = kaplan_meier_plot({m: pd.concat(t, ignore_index=True) for m, t in by_model.items()}, km_out, title=title)
     oracle_c = None
     if oracle and os.path.exists(oracle):
         with open(oracle) as f:
             oracle_c = json.load(f)["c_index"]
-    summary = summary_table(metrics, oracle_c, p_values)
+    models = sorted(by_model)
+    if reference is not None and reference not in models:
+        log.info("reference model %s not among %s: no paired differences", reference, models)
+    paired = paired_bootstrap(paired_folds(predictions, common, models), models, reference=reference,
+                              n_boot=n_boot, seed=seed)
+    all_cases_n = {m: len(set().union(*(set(t["case_id"]) for (mm, _), t in predictions.items() if mm == m)))
+                   for m in models}
+    summary = _with_paired(summary_table(metrics, oracle_c, p_values), paired, summary_table(all_cases), all_cases_n)
     _write_tsv(metrics, metrics_out)
     _write_tsv(summary, summary_out)
+    if all_cases_out is not None:
+        _write_tsv(all_cases, all_cases_out)
+    if headline_out is not None:
+        with atomic_path(headline_out) as tmp:
+            tmp.write_text(headline_rst(summary, title))
     if missing_out is not None:
         _write_tsv(missing_table(fold_missing), missing_out)
     return summary
+
+
+def _with_paired(summary: pd.DataFrame, paired: pd.DataFrame, all_cases: pd.DataFrame,
+                 all_cases_n: dict[str, int]) -> pd.DataFrame:
+    """The summary with the bootstrap columns after ``harrell_std`` and the all-cases means and
+    distinct cases (``all_cases_*``) at the end."""
+    paired = paired.drop(columns="harrell")
+    out = summary.merge(paired, on="model", how="left")
+    first = ["model", "n_folds", "n_test_cases", "harrell_mean", "harrell_std", *paired.columns[2:]]
+    out = out[first + [c for c in out.columns if c not in first]]
+    extra = all_cases.set_index("model")[["harrell_mean", "harrell_std", "uno_mean", "ibs_mean"]]
+    extra["n_test_cases"] = pd.Series(all_cases_n)
+    return out.merge(extra.add_prefix("all_cases_").reset_index(), on="model", how="left")

@@ -12,10 +12,16 @@ past the END of bin ``k`` (``edges[k+1]``), with bins ``[edges[k], edges[k+1])``
 
 Choices (documented here and in the report):
 
-* Uno's c-index: truncation time ``tau`` = the largest follow-up time of the fold's training
-  cases.  The censoring distribution is the Kaplan–Meier estimate on the training cases; below
-  that time it is strictly positive, so the IPC weights exist.  Test pairs are compared up to
-  ``tau`` only.
+* Uno's c-index: truncation time ``tau`` = the ``UNO_TAU_QUANTILE`` (80th) percentile of the
+  fold's training follow-up times (events and censorings alike), and test pairs are compared
+  up to ``tau`` only.  The censoring distribution ``G`` is the Kaplan–Meier estimate on the
+  training cases, and each test event weighs ``1 / G(t)²``.  scikit-survival requires ``tau``
+  where ``G > 0``; the largest training time (the former rule) only just satisfies that, and
+  just below it ``G`` rests on the last one or two cases at risk, so when the longest
+  follow-ups are censored one late test death can weigh hundreds of times more than the others
+  and decide the c-index alone.  Without ties, the event and censoring Kaplan–Meier estimates multiply to the
+  share of training cases still at risk, so up to the 80th percentile ``G ≥ 0.2`` (about, with
+  ties) and every weight is at most about ``1 / 0.2² = 25``.
 * Integrated Brier score: evaluated at ``IBS_QUANTILES`` (the 10th to 90th percentiles, 17 points)
   of the test times, kept inside ``[min test time, min(max test time, max train time))`` as
   scikit-survival requires; at least two distinct times are needed.  The predicted survival at a
@@ -30,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 IBS_QUANTILES = np.linspace(0.1, 0.9, 17)
+UNO_TAU_QUANTILE = 0.8  # tau of Uno's c-index: this quantile of the training follow-up (see above)
 
 
 class Metric(NamedTuple):
@@ -75,16 +82,22 @@ def harrell(time, event, risk) -> Metric:
     return Metric(value, "" if not math.isnan(value) else "no comparable pair")
 
 
+def uno_tau(train_time) -> float:
+    """Truncation time (days) of Uno's c-index: the ``UNO_TAU_QUANTILE`` quantile of the training
+    follow-up times, where the censoring distribution is still well estimated (module docstring)."""
+    return float(np.quantile(np.asarray(train_time, dtype=float), UNO_TAU_QUANTILE))
+
+
 def uno(train_time, train_event, time, event, risk, *, tau: float | None = None) -> Metric:
     """Uno's IPCW c-index (scikit-survival ``concordance_index_ipcw``), censoring distribution from
-    the training cases, truncated at ``tau`` (default: the largest training follow-up time)."""
+    the training cases, truncated at ``tau`` days (default :func:`uno_tau`)."""
     from sksurv.metrics import concordance_index_ipcw
 
     train_time, train_event, _ = _check(train_time, train_event)
     time, event, risk = _check(time, event, risk)
     if train_time.size == 0:
         return Metric(float("nan"), "no training cases")
-    tau = float(train_time.max()) if tau is None else float(tau)
+    tau = uno_tau(train_time) if tau is None else float(tau)
     if not (event & (time < tau)).any():
         return Metric(float("nan"), f"no test event before tau = {tau:g} days")
     try:

@@ -90,10 +90,12 @@ def test_metrics_table_against_sksurv(tmp_path):
         y_test = Surv.from_arrays(event=p["event"].astype(bool), time=p["time"])
         assert row.harrell == pytest.approx(concordance_index_censored(p["event"].astype(bool), p["time"], p["risk"])[0])
         assert row.c_index == row.harrell
-        tau = train["time"].max()
+        tau = np.quantile(train["time"], 0.8)  # Uno: truncated at the 80th percentile of training follow-up
         assert row.uno == pytest.approx(concordance_index_ipcw(y_train, y_test, p["risk"].to_numpy(), tau=tau)[0])
         assert row.n_test == len(p) and row.events == p["event"].sum() and row.best_epoch == row.fold
+        assert row.repeat == 0 and row.n_left_out == 0
         # IBS at the documented times; test cases beyond the last training time are censored there
+        tau = train["time"].max()
         times = np.unique(np.quantile(p["time"], np.linspace(0.1, 0.9, 17)))
         times = times[(times >= p["time"].min()) & (times < min(p["time"].max(), tau))]
         late = p["time"].to_numpy() >= tau
@@ -266,3 +268,85 @@ def test_load_cohort_from_pipeline_outputs(processed, demo_cohort, demo_files, d
     assert set(cohort.omics["rna"].index) == set(truth[truth["has_rna"] == 1].index)
     rna_only = load_cohort(clinical, [], {"rna": rna})
     assert set(rna_only.case_ids) == set(truth[truth["has_rna"] == 1].index) - {dropped}
+
+
+def _partial_runs(root, survival, splits, drop: dict[str, int]):
+    """Models that predict different cases: ``model`` leaves out every case whose number is a
+    multiple of ``drop[model]`` (as a model needing a modality those cases lack would)."""
+    meta, preds, tables = [], [], {}
+    for i, (model, every) in enumerate(drop.items()):
+        for k, split in enumerate(splits):
+            test = [c for c in split["test"] if not every or int(c[1:]) % every]
+            m, p, t = _write_fold(root, model, k, survival, {**split, "test": test}, seed=10 * i + k)
+            meta.append(m)
+            preds.append(p)
+            tables[model, k] = t
+    return meta, preds, tables
+
+
+def _concordance(table) -> float:
+    return concordance_index_censored(table["event"].astype(bool), table["time"], table["risk"])[0]
+
+
+def test_models_are_compared_on_the_same_cases(tmp_path, caplog):
+    survival, splits = _cohort(n=90)
+    # two repeats of three folds: fold k = repeat * 3 + fold_in_repeat; repeat 1 reverses the case order
+    ids = list(survival.index)
+    splits = [{**s, "repeat": 0} for s in splits] + [
+        {"train": [c for c in ids if c not in ids[::-1][k::3]], "val": [], "test": ids[::-1][k::3], "repeat": 1}
+        for k in range(3)]
+    drop = {"healnet": 0, "coxnet": 4, "abmil": 5}
+    meta, preds, tables = _partial_runs(tmp_path, survival, splits, drop)
+    out = tmp_path / "eval"
+    with caplog.at_level("INFO", logger="healnet.evaluate"):
+        summary = evaluate_cohort(meta, preds, metrics_out=out / "metrics.tsv", summary_out=out / "summary.tsv",
+                                  km_out=out / "km.png", all_cases_out=out / "all.tsv", headline_out=out / "headline.rst",
+                                  survival=survival, splits=splits, n_boot=200, title="tiny")
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    everything = pd.read_csv(out / "all.tsv", sep="\t")
+    assert list(metrics["repeat"]) == [0, 0, 0, 1, 1, 1] * 3
+    per_fold = {}
+    for row in metrics.itertuples():
+        common = set.intersection(*(set(tables[m, row.fold]["case_id"]) for m in drop))
+        assert not any(int(c[1:]) % 4 == 0 or int(c[1:]) % 5 == 0 for c in common)
+        p = tables[row.model, row.fold]
+        on_common = p[p["case_id"].isin(common)]
+        assert row.n_test == len(common) and row.n_left_out == len(p) - len(common)
+        assert row.harrell == pytest.approx(_concordance(on_common), abs=1e-4)
+        per_fold.setdefault(row.model, []).append(_concordance(on_common))
+    assert metrics.groupby("fold")["n_test"].nunique().eq(1).all()  # every model on the same cases
+    for row in everything.itertuples():  # each model on all the cases it predicted
+        p = tables[row.model, row.fold]
+        assert row.n_test == len(p) and row.n_left_out == 0
+        assert row.harrell == pytest.approx(_concordance(p), abs=1e-4)
+    assert everything.groupby("fold")["n_test"].nunique().gt(1).all()
+    written = pd.read_csv(out / "summary.tsv", sep="\t").set_index("model")
+    for model in drop:
+        assert written.loc[model, "harrell_mean"] == pytest.approx(np.mean(per_fold[model]), abs=1e-4)
+        assert written.loc[model, "harrell_ci_low"] < written.loc[model, "harrell_mean"] < written.loc[model, "harrell_ci_high"]
+        all_folds = [_concordance(tables[model, k]) for k in range(6)]
+        assert written.loc[model, "all_cases_harrell_mean"] == pytest.approx(np.mean(all_folds), abs=1e-4)
+        assert written.loc[model, "all_cases_n_test_cases"] == len({c for k in range(6) for c in tables[model, k]["case_id"]})
+    n_common = len([c for c in ids if int(c[1:]) % 4 and int(c[1:]) % 5])
+    assert (written["n_test_cases"] == n_common).all() and (written["n_folds"] == 6).all()
+    assert (written["reference"] == "healnet").all() and np.isnan(written.loc["healnet", "delta_p"])
+    for model in ("coxnet", "abmil"):
+        expected = np.mean(per_fold[model]) - np.mean(per_fold["healnet"])
+        assert written.loc[model, "delta_vs_reference"] == pytest.approx(expected, abs=1e-4)
+        assert written.loc[model, "delta_ci_low"] <= written.loc[model, "delta_vs_reference"] <= written.loc[model, "delta_ci_high"]
+        assert 0 < written.loc[model, "delta_p"] <= 1
+    assert summary.set_index("model").loc["abmil", "n_folds"] == 6
+    # the log says what was left out, per fold and model
+    left_out = [r.getMessage() for r in caplog.records if "common to all models" in r.getMessage()]
+    assert len(left_out) == 6
+    for fold, message in enumerate(left_out):
+        rows = metrics[metrics["fold"] == fold]
+        assert message.startswith(f"fold {fold}: {rows['n_test'].iloc[0]} test cases common")
+        for row in rows.itertuples():
+            assert f"{row.model} {row.n_left_out}" in message
+    headline = (out / "headline.rst").read_text()
+    assert "tiny" in headline and f"{written.loc['coxnet', 'harrell_mean']:.3f}" in headline and "reference" in headline
+    from docutils.core import publish_parts
+
+    html = publish_parts(headline, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+    assert html.count("<tr>") == 4 and "coxnet" in html  # header + three models

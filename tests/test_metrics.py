@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sksurv.metrics import concordance_index_censored
 
-from healnet.metrics import (fold_metrics, harrell, ibs_times, integrated_brier, step_survival, surv_columns, uno)
+from healnet.metrics import (fold_metrics, harrell, ibs_times, integrated_brier, step_survival, surv_columns, uno, uno_tau)
 from healnet.survival import concordance
 
 
@@ -79,15 +79,52 @@ def test_uno_matches_the_ipcw_formula(seed):
     time, event, risk = _random(40, seed, ties=False)
     time = np.minimum(time, train_time.max() * 1.1)  # some test times beyond tau
     G = _km_censoring(train_time, train_event)
-    tau = train_time.max()
-    keep = time < tau
-    weight = np.array([1.0 / G(t) ** 2 if k else 0.0 for t, k in zip(time, keep)])
-    expected = _brute_harrell(time, event & keep, risk, weight)
+
+    def brute(tau):
+        keep = time < tau
+        weight = np.array([1.0 / G(t) ** 2 if k else 0.0 for t, k in zip(time, keep)])
+        return _brute_harrell(time, event & keep, risk, weight)
+
+    tau = np.quantile(train_time, 0.8)  # the documented default: 80th percentile of training follow-up
+    assert uno_tau(train_time) == pytest.approx(tau) and tau < train_time.max()
     m = uno(train_time, train_event, time, event, risk)
     assert m.defined
-    assert m.value == pytest.approx(expected, rel=1e-9)
+    assert m.value == pytest.approx(brute(tau), rel=1e-9)
+    explicit = uno(train_time, train_event, time, event, risk, tau=train_time.max())
+    assert explicit.value == pytest.approx(brute(train_time.max()), rel=1e-9)
     # a perfect ranking scores 1 under any weighting
     assert uno(train_time, train_event, time, event, -time).value == pytest.approx(1.0)
+
+
+def test_uno_weights_stay_bounded_when_the_longest_follow_up_is_censored():
+    """Training cases whose longest follow-ups are all censored: the censoring KM G falls to a few
+    per cent just below the largest training time.  Truncating there (the former rule) lets ONE
+    late test death, compared with one case followed longer, weigh 1/G² ~ 1000 times more than
+    any other pair and swing Uno's c-index; at the 80th percentile every weight is at most
+    1/(share of training cases still at risk)² and no single case can do that."""
+    rng = np.random.default_rng(7)
+    train_time = np.sort(rng.exponential(400, 100)) + 1
+    train_event = rng.random(100) < 0.7
+    train_event[-15:] = False  # the 15 longest follow-ups censored
+    G = _km_censoring(train_time, train_event)
+    late = (train_time[-2] + train_time[-1]) / 2  # a test death between the last two training times ...
+    time = np.r_[rng.uniform(1, np.quantile(train_time, 0.7), 40), late, train_time[-1] + 1]  # ... and a later case
+    event = np.r_[rng.random(40) < 0.7, True, False]
+    risk = np.r_[rng.normal(size=40), 0.0, 0.0]
+    assert 1 / G(late) ** 2 > 500  # the weight the former rule gives the late death
+
+    tau = uno_tau(train_time)
+    at_risk = np.mean(train_time > tau)
+    weights = np.array([1 / G(t) ** 2 for t in time[event & (time < tau)]])
+    assert np.isfinite(weights).all() and weights.max() <= 1 / at_risk**2 <= 1 / 0.19**2
+
+    def swing(**kw) -> float:
+        """How far Uno's c-index moves when only the late death's risk goes from lowest to highest."""
+        low, high = (uno(train_time, train_event, time, event, np.r_[risk[:40], r, 0.0], **kw).value for r in (-9, 9))
+        return high - low
+
+    assert abs(swing()) < 0.1
+    assert swing(tau=train_time.max()) > 0.3  # the former rule: one case moves the c-index by > 0.3
 
 
 def test_uno_without_test_events_before_tau():

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sksurv.metrics import concordance_index_censored
 
 from healnet.attention_maps import attention_report, write_attention
 from healnet.evaluate import evaluate_cohort
@@ -57,7 +58,8 @@ def _non_trivial(image: np.ndarray, min_side: int = 200) -> None:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """Evaluation and attention outputs of three models × three folds on synthetic data."""
+    """Evaluation and attention outputs of three models × three folds on synthetic data; late-fusion
+    predicts only the cases whose number is not a multiple of 7 (as if they lacked a modality)."""
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(0)
     n = 60
@@ -71,6 +73,9 @@ def results(tmp_path_factory):
         for k, split in enumerate(splits):
             test = survival.loc[split["test"]]
             risk = z[k::3] * (1.5 - 0.5 * i) + rng.normal(size=len(test))
+            if model == "late-fusion":
+                keep = np.array([int(c[-4:]) % 7 != 0 for c in test.index])
+                test, risk = test[keep], risk[keep]
             s = np.cumprod(np.clip(0.9 - 0.05 * risk[:, None], 0.3, 0.99) * np.ones((1, 4)), axis=1)
             d = root / "models" / model / f"fold{k}"
             d.mkdir(parents=True)
@@ -84,9 +89,11 @@ def results(tmp_path_factory):
             meta.append(str(d / "metrics.json"))
             preds.append(str(d / "predictions.tsv"))
             missing.append(str(d / "missing.tsv"))
+    (root / "oracle.json").write_text(json.dumps({"c_index": 0.8123}))
     evaluate_cohort(meta, preds, metrics_out=root / "metrics.tsv", summary_out=root / "metrics_summary.tsv",
                     km_out=root / "km.png", missing_out=root / "missing_modalities.tsv", fold_missing=missing,
-                    survival=survival, splits=splits, title="synthetic")
+                    all_cases_out=root / "metrics_all_cases.tsv", headline_out=root / "headline.rst",
+                    survival=survival, splits=splits, oracle=root / "oracle.json", n_boot=200, title="synthetic")
     # one slide per case for the two extreme cases, attention rising from left to right
     slide_paths, patch_files, wsi, coords = {}, {}, {}, {}
     yy, xx = np.mgrid[0:768, 0:1024]
@@ -119,8 +126,18 @@ def test_figures_are_real_images(results):
     heat = _image(maps[0])
     _non_trivial(heat, 300)
     table = pd.read_csv(results / "metrics_summary.tsv", sep="\t").set_index("model")
-    assert set(table.index) == set(MODELS) and table["harrell_mean"].between(0.3, 1).all()
-    assert table.loc["healnet", "harrell_mean"] > table.loc["late-fusion", "harrell_mean"]  # planted: 1.5 z vs 0.5 z
+    assert set(table.index) == set(MODELS)
+    # the summary's c-index: scikit-survival per fold on the cases every model predicted, averaged
+    folds = {(m, k): pd.read_csv(results / "models" / m / f"fold{k}" / "predictions.tsv", sep="\t")
+             for m in MODELS for k in range(3)}
+    for model in MODELS:
+        per_fold = []
+        for k in range(3):
+            common = set.intersection(*(set(folds[m, k]["case_id"]) for m in MODELS))
+            p = folds[model, k][folds[model, k]["case_id"].isin(common)]
+            assert len(common) < len(folds["healnet", k]) and all(int(c[-4:]) % 7 for c in common)
+            per_fold.append(concordance_index_censored(p["event"].astype(bool), p["time"], p["risk"])[0])
+        assert table.loc[model, "harrell_mean"] == pytest.approx(np.mean(per_fold), abs=1e-4)
     missing = pd.read_csv(results / "missing_modalities.tsv", sep="\t")
     assert list(missing[missing["model"] == "healnet"]["scenario"]) == ["full", "no_rna", "no_wsi", "mixed"]
     genes = pd.read_csv(results / "attention" / "genes.tsv", sep="\t")
@@ -128,12 +145,22 @@ def test_figures_are_real_images(results):
 
 
 def _mini_workflow(results: Path, work: Path) -> Path:
-    """A Snakefile whose one rule publishes the evaluation outputs with the pipeline's captions."""
+    """A Snakefile whose one rule publishes the evaluation outputs with the pipeline's captions and
+    whose report text is the pipeline's workflow.rst."""
     report_dir = REPO / "workflow" / "report"
     work.mkdir()
+    (work / "config.yaml").write_text("tiling: {target_mpp: 0.5}\nfeatures: {encoder: demo-cnn}\nsplits: {n_folds: 3}\n")
     (work / "Snakefile").write_text(f'''
+configfile: "config.yaml"
+
+
+report: "{report_dir}/workflow.rst"
+
+
 rule all:
-    input: "out/metrics.tsv", "out/missing_modalities.tsv", "out/km.png", "out/heatmaps", "out/genes.tsv"
+    input:
+        "out/metrics.tsv", "out/missing_modalities.tsv", "out/km.png", "out/heatmaps", "out/genes.tsv",
+        "out/headline.rst",
 
 rule publish:
     output:
@@ -143,12 +170,20 @@ rule publish:
         heatmaps=report(directory("out/heatmaps"), patterns=["{{name}}.png"], caption="{report_dir}/attention.rst",
                         category="Attention"),
         genes=report("out/genes.tsv", caption="{report_dir}/genes.rst", category="Attention"),
+        headline=report("out/headline.rst", caption="{report_dir}/headline.rst", category="Results"),
     shell:
         "cp {results}/metrics.tsv {{output.metrics}} && cp {results}/missing_modalities.tsv {{output.missing}} && "
         "cp {results}/km.png {{output.km}} && cp -r {results}/attention/heatmaps {{output.heatmaps}} && "
-        "cp {results}/attention/genes.tsv {{output.genes}}"
+        "cp {results}/attention/genes.tsv {{output.genes}} && cp {results}/headline.rst {{output.headline}}"
 ''')
     return work
+
+
+def _first_page(html: str) -> str:
+    """The HTML of the report's landing page: Snakemake 9 embeds it as ``var workflow_desc = "...";``."""
+    match = re.search(r"var workflow_desc = (\".*?(?<!\\)\");", html, flags=re.S)
+    assert match, "no workflow_desc in the report"
+    return json.loads(match.group(1))
 
 
 def _headless_browser():
@@ -178,6 +213,19 @@ def test_snakemake_report_holds_the_figures(results, tmp_path):
         assert phrase in text, phrase
     # the images are embedded (base64 data URIs of the PNGs)
     assert text.count("data:image/png;base64") >= 2 or text.count("iVBORw0KGgo") >= 2
+    # the first page leads with the headline table: c-index with CI, difference to HEALNet, oracle
+    first = _first_page(text)
+    summary = pd.read_csv(results / "metrics_summary.tsv", sep="\t").set_index("model")
+    assert "<table" in first and first.index("<table") < first.index("HEALNet survival pipeline")
+    table = first[first.index("<table"):first.index("</table>")]
+    assert table.count("<tr") == 1 + len(MODELS)
+    for model in MODELS:
+        row = summary.loc[model]
+        assert f"{row.harrell_mean:.3f} ({row.harrell_ci_low:.3f} to {row.harrell_ci_high:.3f})" in table
+        if model != "healnet":
+            assert f"{row.delta_vs_reference:+.3f} ({row.delta_ci_low:+.3f} to {row.delta_ci_high:+.3f})" in table
+            assert f"{row.delta_p:.3f}" in table
+    assert "Oracle c-index" in first and "0.812" in first and "0.5 µm/px" in first
 
     browser = _headless_browser()
     if browser is None:
@@ -202,6 +250,7 @@ def test_summary_prints_the_tables(results):
 
     text = summarise(results.parent)
     assert f"== cohort {results.name} ==" in text
-    for word in ("harrell", "uno", "ibs", "logrank_p", "missing modalities", "no_rna", "attention/"):
+    for word in ("harrell", "uno", "ibs", "logrank_p", "missing modalities", "no_rna", "attention/", "harrell_ci_low",
+                 "delta_vs_reference", "to healnet", "n_left_out", "metrics_all_cases.tsv"):
         assert word in text, word
     assert "no finished cohort" in summarise(results / "models")

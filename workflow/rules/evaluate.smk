@@ -1,7 +1,9 @@
 # Cross-validation summary (rule evaluate) and attention maps (rule attention_maps); the report
 # (`snakemake --report`) shows their outputs with the captions in workflow/report/.
-# Optional config block `evaluate:` (defaults below): attention_model, attention_cases, heatmap_px.
-EVALUATE = {"attention_model": "healnet", "attention_cases": 4, "heatmap_px": 1024, **(config.get("evaluate") or {})}
+# Optional config block `evaluate:` (defaults below): attention_model, attention_cases, heatmap_px,
+# reference_model (the model the others are compared with, paired), bootstrap (replicates), bootstrap_seed.
+EVALUATE = {"attention_model": "healnet", "attention_cases": 4, "heatmap_px": 1024, "reference_model": "healnet",
+            "bootstrap": 1000, "bootstrap_seed": 0, **(config.get("evaluate") or {})}
 
 
 def train_fold_outputs(name):
@@ -15,7 +17,7 @@ def attention_fold_outputs(name):
     """Output ``name`` of rule train for the attention model's folds."""
     pattern = getattr(rules.train.output, name)
     return lambda wildcards: expand(pattern, cohort=wildcards.cohort, model=EVALUATE["attention_model"],
-                                    fold=range(config["splits"]["n_folds"]))
+                                    fold=all_folds())
 
 
 def attention_targets():
@@ -38,6 +40,11 @@ rule evaluate:
                        labels={"cohort": "{cohort}", "table": "per fold"}),
         summary=report(f"{RESULTS}/{{cohort}}/metrics_summary.tsv", caption="../report/summary.rst",
                        category="Results", labels={"cohort": "{cohort}", "table": "summary"}),
+        all_cases=report(f"{RESULTS}/{{cohort}}/metrics_all_cases.tsv", caption="../report/metrics_all_cases.rst",
+                         category="Results", labels={"cohort": "{cohort}", "table": "per fold, all cases per model"}),
+        # read by workflow/report/workflow.rst: the report's first page leads with it
+        headline=report(f"{RESULTS}/{{cohort}}/headline.rst", caption="../report/headline.rst", category="Results",
+                        labels={"cohort": "{cohort}", "table": "headline"}),
         km=report(f"{RESULTS}/{{cohort}}/km.png", caption="../report/km.rst", category="Results",
                   labels={"cohort": "{cohort}", "table": "Kaplan-Meier"}),
         missing=report(f"{RESULTS}/{{cohort}}/missing_modalities.tsv", caption="../report/missing.rst",
@@ -48,6 +55,9 @@ rule evaluate:
         "Summarising cross-validation of cohort {wildcards.cohort}"
     params:
         oracle=lambda wildcards: cohort_config(wildcards).get("oracle"),
+        reference=EVALUATE["reference_model"],
+        n_boot=EVALUATE["bootstrap"],
+        seed=EVALUATE["bootstrap_seed"],
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 10 * attempt,

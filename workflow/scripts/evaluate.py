@@ -6,6 +6,8 @@ with job_log(snakemake.log[0]):
     evaluate_cohort(list(snakemake.input.metrics), list(snakemake.input.predictions),
                     metrics_out=snakemake.output.metrics, summary_out=snakemake.output.summary,
                     km_out=snakemake.output.km, missing_out=snakemake.output.missing,
+                    all_cases_out=snakemake.output.all_cases, headline_out=snakemake.output.headline,
                     fold_missing=list(snakemake.input.missing), survival=read_survival(snakemake.input.clinical),
                     splits=read_splits(snakemake.input.splits), oracle=snakemake.params.oracle,
-                    title=snakemake.wildcards.cohort)
+                    reference=snakemake.params.reference, n_boot=snakemake.params.n_boot,
+                    seed=snakemake.params.seed, title=snakemake.wildcards.cohort)
