@@ -15,7 +15,11 @@ the fold's training cases), and the results are evaluated by
 
     splits.json               n_repeats × n_folds folds; fold k = repeat * n_folds + fold in repeat
     models/<model>/fold<k>/   model.pt, predictions.tsv, metrics.json, missing.tsv, ...
-    metrics.tsv, metrics_summary.tsv, missing_modalities.tsv, km.png
+    metrics.tsv               per model and fold, on the test cases common to all models
+    metrics_all_cases.tsv     per model and fold, each model on all the cases it predicted
+    metrics_summary.tsv       per model: mean ± std, bootstrap CI, paired difference to healnet
+    headline.rst              the summary as a reStructuredText table (the report's first page)
+    missing_modalities.tsv, km.png
 
 A fold whose ``metrics.json`` exists is not trained again (delete it, or use ``--overwrite``),
 so an interrupted run resumes; changing the tables, folds or settings needs a fresh ``--out``.
@@ -200,6 +204,7 @@ def run_cv(*, omics: dict[str, str] | None = None, clinical: str | None = None, 
     return evaluate_cohort(metrics_files, prediction_files, metrics_out=out / "metrics.tsv",
                            summary_out=out / "metrics_summary.tsv", km_out=out / "km.png",
                            missing_out=out / "missing_modalities.tsv", fold_missing=missing_files,
+                           all_cases_out=out / "metrics_all_cases.tsv", headline_out=out / "headline.rst",
                            survival=cohort.survival, splits=splits, title=out.name)
 
 

@@ -45,6 +45,20 @@ def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_di
     return pd.DataFrame(rows, columns=SLIDE_COLUMNS)
 
 
+def case_test_folds(folds: list[dict]) -> dict[str, int]:
+    """case -> the fold it is tested in. With repeated cross-validation (folds with ``repeat`` and
+    ``fold_in_repeat`` keys) every case is tested once per repeat: this is its fold of repeat 0,
+    numbered within the repeat (0..n_folds-1, equal to the fold index k there); with one repeat,
+    the fold index k."""
+    fold_of: dict[str, int] = {}
+    first = sorted(range(len(folds)), key=lambda k: folds[k].get("repeat", 0))  # stable: repeat 0 first, by k
+    for k in first:
+        fold = folds[k]
+        for case in fold["test"]:
+            fold_of.setdefault(case, int(fold.get("fold_in_repeat", k)))
+    return fold_of
+
+
 def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, omics_cases: dict[str, set[str]] | set[str],
                 folds: list[dict[str, list[str]]], modalities: list[str] | None = None) -> pd.DataFrame:
     """One row per case: what it has, its survival status, its test fold, and used or why not.
@@ -52,12 +66,13 @@ def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, omics_cases: di
     ``omics_cases`` gives, per omics modality (``rna``, ``cnv``, ``mutations``, a table name),
     the cases with a row in its matrix (a bare set means RNA); column ``has_{name}`` each.
     ``modalities`` (``wsi`` and omics names; default: all) are those the model learns from: an
-    ``ok`` case with none of them usable is excluded, "no usable modality (…)".
+    ``ok`` case with none of them usable is excluded, "no usable modality (…)". ``test_fold`` is
+    the case's fold of repeat 0 (see :func:`case_test_folds`).
     """
     if not isinstance(omics_cases, dict):
         omics_cases = {"rna": set(omics_cases)}
     modalities = list(modalities) if modalities is not None else ["wsi", *omics_cases]
-    fold_of = {c: k for k, f in enumerate(folds) for c in f["test"]}
+    fold_of = case_test_folds(folds)
     usable = slides_qc[slides_qc["status"] == "ok"].groupby("case_id").size()
     table = survival.copy()
     table["n_slides_usable"] = table["case_id"].map(usable).fillna(0).astype(int)
@@ -75,13 +90,15 @@ def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, omics_cases: di
     return table
 
 
-def write_qc_tables(slides: pd.DataFrame, tissue_dir, patches_dir, features_dir, clinical: str | os.PathLike,
+def write_qc_tables(slides: pd.DataFrame | None, tissue_dir, patches_dir, features_dir, clinical: str | os.PathLike,
                     omics: dict[str, str | os.PathLike] | str | os.PathLike, splits: str | os.PathLike,
                     slides_out, cases_out, modalities: list[str] | None = None) -> None:
     """Both QC tables for a cohort, from the outputs of every stage, written atomically.
 
-    ``omics`` maps modality names to their ``omics/{name}.parquet`` (a bare path means RNA);
-    ``modalities`` are those training uses (see :func:`cases_table`).
+    ``slides`` is the inventory's slides, None for a cohort without slides (tables only: an empty
+    ``slides.tsv``, every case still in ``cases.tsv``); ``omics`` maps modality names to their
+    ``omics/{name}.parquet`` (a bare path means RNA); ``modalities`` are those training uses (see
+    :func:`cases_table`).
     """
     from healnet.splits import read_splits
 
@@ -90,6 +107,8 @@ def write_qc_tables(slides: pd.DataFrame, tissue_dir, patches_dir, features_dir,
 
     if not isinstance(omics, dict):
         omics = {"rna": omics}
+    if slides is None:
+        slides = pd.DataFrame(columns=["slide_id", "case_id", "path"])
     slides_qc = slides_table(slides, tissue_dir, patches_dir, features_dir)
     cases_qc = cases_table(pd.read_parquet(clinical), slides_qc, omics_cases(omics), read_splits(splits), modalities)
     for table, path in ((slides_qc, slides_out), (cases_qc, cases_out)):

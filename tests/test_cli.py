@@ -70,6 +70,15 @@ def test_cv_on_tables(tables, capsys):
     missing = pd.read_csv(out / "missing_modalities.tsv", sep="\t")
     assert set(missing["model"]) == {"healnet", "coxnet"} and missing["harrell_mean"].between(0, 1).all()
     assert (out / "km.png").read_bytes()[:4] == b"\x89PNG"
+    # each model on all the cases it predicted (here both models predict every test case), and the headline
+    all_cases = pd.read_csv(out / "metrics_all_cases.tsv", sep="\t")
+    assert sorted(zip(all_cases["model"], all_cases["fold"])) == sorted(zip(metrics["model"], metrics["fold"]))
+    for row in all_cases.itertuples():
+        preds = pd.read_csv(out / "models" / row.model / f"fold{row.fold}" / "predictions.tsv", sep="\t")
+        assert row.n_test == len(preds)
+    headline = (out / "headline.rst").read_text()
+    assert headline.startswith(".. list-table:: out: ") and "``healnet``" in headline and "``coxnet``" in headline
+    assert "reference" in headline
 
     # a second run resumes: nothing is trained again, the tables are rewritten identically
     stamp = os.stat(out / "models" / "healnet" / "fold0" / "model.pt").st_mtime_ns
@@ -77,6 +86,7 @@ def test_cv_on_tables(tables, capsys):
     assert main(_args(root, out, "--models", "healnet", "coxnet")) == 0
     assert os.stat(out / "models" / "healnet" / "fold0" / "model.pt").st_mtime_ns == stamp
     assert (out / "metrics.tsv").read_text() == before
+    assert (out / "headline.rst").read_text() == headline
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -350,3 +350,31 @@ def test_models_are_compared_on_the_same_cases(tmp_path, caplog):
 
     html = publish_parts(headline, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
     assert html.count("<tr>") == 4 and "coxnet" in html  # header + three models
+
+
+def test_config_schema_has_the_evaluate_settings():
+    """`evaluate:` reference_model, bootstrap and bootstrap_seed (read by workflow/rules/evaluate.smk)
+    are allowed by the config schema, which fills in the same defaults as the rule file."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    repo = Path(__file__).resolve().parents[1]
+    schema = str(repo / "workflow" / "schemas" / "config.schema.yaml")
+    rules = (repo / "workflow" / "rules" / "evaluate.smk").read_text()
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config["evaluate"] = {"reference_model": "coxnet", "bootstrap": 200, "bootstrap_seed": 7}
+    validate(config, schema)
+    config["evaluate"] = {}
+    validate(config, schema)  # fills in the defaults
+    literal = re.search(r"^EVALUATE = (\{.*?), \*\*\(config", rules, re.S | re.M).group(1) + "}"
+    assert config["evaluate"] == ast.literal_eval(literal)  # every rule default, and only those
+    assert set(config["evaluate"]) >= {"reference_model", "bootstrap", "bootstrap_seed"}
+    for bad in ({"bootstrap": 0}, {"bootstrap_seed": "x"}, {"bootstrap_replicates": 10}):
+        config["evaluate"] = bad
+        with pytest.raises(WorkflowError):
+            validate(config, schema)

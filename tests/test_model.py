@@ -190,19 +190,55 @@ def test_empty_bag_is_treated_as_absent():
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def _linear_weight_count(depth, channels=(6, 1), latent_dim=32, cross_inner=2 * 16, latent_inner=2 * 16,
+                         ff_mult=4, num_classes=4):
+    """Entries of HEALNet's weight matrices, counted from the architecture (SMALL's sizes): per layer
+    and modality a cross-attention (to_q d→inner, to_kv c→2·inner, to_out inner→d) and a
+    feed-forward (d→4d→d), per layer one latent self-attention and feed-forward, then the head."""
+    ff = 2 * ff_mult * latent_dim * latent_dim
+    cross = sum(latent_dim * cross_inner + c * 2 * cross_inner + cross_inner * latent_dim + ff for c in channels)
+    latent = latent_dim * latent_inner + latent_dim * 2 * latent_inner + latent_inner * latent_dim + ff
+    return depth * (cross + latent) + latent_dim * num_classes
+
+
 def test_snn_option_and_l1_penalty():
+    from healnet.model import l1_penalty
+
     model = make(snn=True)
     assert any(isinstance(m, torch.nn.AlphaDropout) for m in model.modules())
     assert model(data()).shape == (2, 4)
-    expected = sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    torch.testing.assert_close(model.l1_penalty(), expected)
+
+    # by hand: |1| + |-2| + |3| + |-4| + |-0.5| + |0.5| = 11; biases and the LayerNorm do not count,
+    # and the first Linear, used twice, counts once
+    first, second, norm = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1), torch.nn.LayerNorm(2)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, -4.0]]))
+        second.weight.copy_(torch.tensor([[-0.5, 0.5]]))
+        for p in (first.bias, second.bias, norm.weight, norm.bias):
+            p.fill_(100.0)
+    assert l1_penalty(torch.nn.Sequential(first, norm, torch.nn.GELU(), first, second)).item() == 11.0
+
+    # HEALNet with every parameter 1 (latents, biases and norms too): the penalty is the number of
+    # weight-matrix entries of the architecture; weight tying counts the shared layers once
+    for kw, depth in (({}, 2), ({"snn": True}, 2), ({"depth": 3}, 3), ({"depth": 3, "weight_tie_layers": True}, 2)):
+        net = make(**kw)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(1.0)
+        assert net.l1_penalty().item() == _linear_weight_count(depth), kw
+    # the penalty is |w|: gradient sign(w) on weight matrices (once, also when shared), none elsewhere
     tied = make(weight_tie_layers=True, depth=3)
-    assert tied.l1_penalty() < make(depth=3).l1_penalty()  # shared weights are counted once
+    tied.l1_penalty().backward()
+    for name, p in tied.named_parameters():
+        if p.dim() == 2 and name != "latents":
+            torch.testing.assert_close(p.grad, torch.sign(p.detach()), atol=0, rtol=0)
+        else:
+            assert p.grad is None or not p.grad.any(), name
 
 
 def _synthetic_survival(n=64, seed=0):
     """Risk depends on the mean of channel 0 of a WSI-like bag; a second, noise-only omic
-    modality is missing for a quarter of the samples."""
+    modality is missing for a quarter of the samples.  Also returns the true risk ``mu``."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(5, 16, size=n)
     mu = rng.normal(size=n)
@@ -219,35 +255,50 @@ def _synthetic_survival(n=64, seed=0):
     cens = rng.uniform(50, 2000, size=n)
     events = t <= cens
     times = np.minimum(t, cens)
-    return x, mask, omic, present, times, events
+    return x, mask, omic, present, times, events, mu
 
 
-def _train(seed=0, steps=120):
-    x, mask, omic, present, times, events = _synthetic_survival()
-    labels = discretise(times, fit_bins(times, events, 4))
+N_TRAIN, N_TEST = 96, 64
+
+
+def _train(seed=0, steps=80):
+    """Train on the first N_TRAIN generated cases only; returns the logits of the N_TEST held-out
+    cases, their c-index, and the oracle c-index of the true risk on the same test cases."""
+    x, mask, omic, present, times, events, mu = _synthetic_survival(n=N_TRAIN + N_TEST)
+    train, test = slice(0, N_TRAIN), slice(N_TRAIN, None)
+
+    def inputs(part):
+        return dict(tensors=[torch.tensor(x[part]), torch.tensor(omic[part])], masks=[torch.tensor(mask[part]), None],
+                    present=torch.tensor(present[part]))
+
+    labels = discretise(times[train], fit_bins(times[train], events[train], 4))
     torch.manual_seed(seed)
     model = HEALNet(input_channels=[4, 1], depth=1, num_latents=8, latent_dim=32, cross_heads=1,
                     cross_dim_head=16, latent_heads=2, latent_dim_head=16, attn_dropout=0.0,
                     ff_dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    inputs = dict(tensors=[torch.tensor(x), torch.tensor(omic)], masks=[torch.tensor(mask), None],
-                  present=torch.tensor(present))
-    y, e = torch.tensor(labels), torch.tensor(events)
+    y, e = torch.tensor(labels), torch.tensor(events[train])
     for _ in range(steps):
         opt.zero_grad()
-        loss = nll_loss(model(**inputs), y, e) + 1e-5 * model.l1_penalty()
+        loss = nll_loss(model(**inputs(train)), y, e) + 1e-5 * model.l1_penalty()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        logits = model(**inputs)
-    return logits, concordance(times, events, risk_from_logits(logits))
+        logits = model(**inputs(test))
+    oracle = concordance(times[test], events[test], mu[test])  # risk = mu: the shortest times have the highest mu
+    return logits, concordance(times[test], events[test], risk_from_logits(logits)), oracle
 
 
-def test_learns_synthetic_survival_and_is_deterministic():
-    logits, cindex = _train()
-    assert cindex > 0.8
-    logits2, _ = _train()
+def test_learns_synthetic_survival_on_held_out_cases_and_is_deterministic():
+    """Trained on 96 cases, HEALNet ranks 64 unseen cases well above chance: it recovers at least
+    half of what the true risk (oracle c ≈ 0.93) achieves over chance on them.  Here it reaches
+    c ≈ 0.84, 0.79 of the oracle's margin (0.63-0.79 with other data seeds); the bag mean of
+    channel 0, which the risk was planted in, reaches ≈ 0.90."""
+    logits, cindex, oracle = _train()
+    assert oracle > 0.85  # the planted signal is strong enough for the margin below
+    assert cindex > 0.7 and cindex - 0.5 >= 0.5 * (oracle - 0.5), (cindex, oracle)
+    logits2, _, _ = _train()
     assert torch.equal(logits, logits2)
 
 

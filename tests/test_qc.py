@@ -157,3 +157,32 @@ def test_write_qc_tables_reads_every_omics_output(outputs, demo_cohort, demo_tru
     for name, col in (("rna", "has_rna"), ("cnv", "has_cnv"), ("mutations", "has_maf")):
         assert cases_qc.loc[truth.index, f"has_{name}"].tolist() == (truth[col] == 1).tolist()
     assert len(cases_qc) == len(survival)
+
+
+def test_test_fold_is_the_fold_of_repeat_0():
+    """Repeated CV tests every case once per repeat: test_fold is its fold in repeat 0 (0..n_folds-1),
+    not the last repeat's; with one repeat it is the fold index, as before."""
+    ids = [f"C{i:02d}" for i in range(12)]
+    survival = pd.DataFrame({"case_id": ids, "time": np.arange(1.0, 13), "event": [1, 0] * 6, "status": "ok",
+                             "reason": ""})
+    slides_qc = pd.DataFrame(columns=["slide_id", "case_id", "status"])
+    omics = {"rna": set(ids)}
+    # hand-built: repeat 1 puts every case in the other fold than repeat 0
+    folds = [{"test": ids[:6], "repeat": 0, "fold_in_repeat": 0}, {"test": ids[6:], "repeat": 0, "fold_in_repeat": 1},
+             {"test": ids[6:], "repeat": 1, "fold_in_repeat": 0}, {"test": ids[:6], "repeat": 1, "fold_in_repeat": 1}]
+    table = cases_table(survival, slides_qc, omics, folds).set_index("case_id")
+    assert table["test_fold"].tolist() == [0] * 6 + [1] * 6
+    # the listing order does not matter: repeat 0 is found wherever it sits
+    table = cases_table(survival, slides_qc, omics, folds[2:] + folds[:2]).set_index("case_id")
+    assert table["test_fold"].tolist() == [0] * 6 + [1] * 6
+
+    events = survival["event"].to_numpy()
+    repeated = make_splits(ids, events, n_folds=3, seed=4, n_repeats=3)
+    table = cases_table(survival, slides_qc, omics, repeated).set_index("case_id")
+    expected = {c: i for i, f in enumerate(repeated[:3]) for c in f["test"]}
+    assert table["test_fold"].to_dict() == expected and set(expected.values()) == {0, 1, 2}
+    # n_repeats = 1: the fold index k, exactly as the single-repeat splits put it
+    single = make_splits(ids, events, n_folds=3, seed=4)
+    assert "repeat" not in single[0]
+    table = cases_table(survival, slides_qc, omics, single).set_index("case_id")
+    assert table["test_fold"].to_dict() == {c: k for k, f in enumerate(single) for c in f["test"]}

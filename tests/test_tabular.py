@@ -271,3 +271,44 @@ def test_porpoise_cohort_plans_in_the_dag(tmp_path):
     dry = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert dry.returncode != 0 and f"{cohort}: cohort 'kirc' gives both porpoise_table and clinical_table" in (
         dry.stdout + dry.stderr)
+
+
+def test_porpoise_cohort_runs_the_default_target_to_qc(tmp_path):
+    """A cohort of tables only (`porpoise_table`: no sample sheet, manifest, data_dir or slides)
+    plans the whole default target (qc and attention maps included) and runs to qc/cases.tsv
+    (which needs no training): it accounts for every patient of the table, slides.tsv is empty,
+    and each case's test fold is its fold of repeat 0."""
+    import json
+
+    n = 40
+    porpoise_frame(n=n, seed=2).to_csv(tmp_path / "kirc.csv.zip")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["cohorts"] = {}
+    config["splits"].update(n_folds=2, n_repeats=2)
+    config["train"].update(models=["healnet"], modalities=["rna", "cnv", "mutations"], epochs=1, patience=1)
+    config["train"]["model"].update(depth=1, num_latents=4, latent_dim=16, latent_heads=2)
+    cohort = tmp_path / "kirc.yaml"
+    cohort.write_text(yaml.safe_dump({"porpoise_table": str(tmp_path / "kirc.csv.zip")}))
+    config["cohort_files"] = [str(cohort)]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]
+    dry = subprocess.run(cmd + ["-n", "--quiet", "rules"], capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    out = dry.stdout + dry.stderr
+    for rule, count in (("porpoise_kirc", 1), ("tabular_clinical", 1), ("splits", 1), ("train", 4),
+                        ("evaluate", 1), ("attention_maps", 1), ("qc", 1), ("all", 1)):
+        assert re.search(rf"^{rule}\s+{count}$", out, re.M), out
+
+    run = subprocess.run(cmd + ["results/kirc/qc/cases.tsv", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = tmp_path / "results" / "kirc"
+    cases = pd.read_csv(res / "qc" / "cases.tsv", sep="\t").set_index("case_id")
+    assert sorted(cases.index) == [f"TCGA-AB-{i:04d}" for i in range(n)]
+    assert (cases["status"] == "used").all() and (cases["n_slides_usable"] == 0).all()
+    assert cases[["has_rna", "has_cnv", "has_mutations"]].all().all()
+    slides = pd.read_csv(res / "qc" / "slides.tsv", sep="\t")
+    assert slides.empty and "slide_id" in slides.columns
+    folds = json.loads((res / "splits.json").read_text())["folds"]
+    first = {c: f["fold_in_repeat"] for f in folds if f["repeat"] == 0 for c in f["test"]}
+    assert cases["test_fold"].to_dict() == first

@@ -28,6 +28,15 @@ def attention_targets():
     return expand(f"{RESULTS}/{{cohort}}/attention/genes.tsv", cohort=COHORTS)
 
 
+def gene_names_of(cohort):
+    """omics/rna_genes.tsv (gene ids -> names) where the GDC `rna` rule writes it: a cohort with a
+    sample sheet and no `rna` omics table; none for a cohort of tables only."""
+    c = config["cohorts"][cohort]
+    if "rna" not in rules._rules or not c.get("sample_sheet") or "rna" in omics_tables(cohort):
+        return []
+    return expand(rules.rna.output.genes, cohort=cohort)
+
+
 rule evaluate:
     input:
         metrics=fold_outputs(rules.train.output.metrics),
@@ -73,7 +82,7 @@ rule attention_maps:
         predictions=attention_fold_outputs("predictions"),
         patches=per_slide(rules.tiling.output.h5),
         slides=lambda wildcards: [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
-        genes=lambda wildcards: expand(rules.rna.output.genes, cohort=wildcards.cohort) if "rna" in rules._rules else [],
+        genes=lambda wildcards: gene_names_of(wildcards.cohort),
     output:
         heatmaps=report(directory(f"{RESULTS}/{{cohort}}/attention/heatmaps"), patterns=["{name}.png"],
                         caption="../report/attention.rst", category="Attention",
@@ -106,8 +115,9 @@ rule qc:
         clinical=rules.clinical.output.table,
         omics=lambda wildcards: list(omics_outputs(wildcards.cohort).values()),
         splits=rules.splits.output.json,
-        sample_sheet=lambda wildcards: cohort_config(wildcards)["sample_sheet"],
-        manifest=lambda wildcards: cohort_config(wildcards)["manifest"],
+        # none for a cohort of tables only (porpoise_table, or clinical_table + omics_tables): no slides
+        sample_sheet=lambda wildcards: cohort_config(wildcards).get("sample_sheet") or [],
+        manifest=lambda wildcards: cohort_config(wildcards).get("manifest") or [],
     output:
         slides=report(f"{RESULTS}/{{cohort}}/qc/slides.tsv", caption="../report/qc.rst", category="QC"),
         cases=report(f"{RESULTS}/{{cohort}}/qc/cases.tsv", caption="../report/qc.rst", category="QC"),
@@ -116,7 +126,7 @@ rule qc:
     message:
         "Accounting for every slide and case of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
+        data_dir=lambda wildcards: cohort_config(wildcards).get("data_dir") or "",
         tissue_dir=lambda wildcards: os.path.dirname(rules.tissue.output.geojson).format(cohort=wildcards.cohort),
         patches_dir=lambda wildcards: os.path.dirname(rules.tiling.output.h5).format(cohort=wildcards.cohort),
         features_dir=lambda wildcards: os.path.dirname(rules.features.output.zarr).format(
