@@ -150,14 +150,7 @@ def run_cv(*, omics: dict[str, str] | None = None, clinical: str | None = None, 
     if porpoise is not None:
         from preprocessing.tabular import porpoise_modalities
 
-        from .train import TrainConfig
-
-        available = porpoise_modalities(porpoise)
-        requested = list(settings.get("log_omics", TrainConfig.log_omics))
-        settings["log_omics"] = [m for m in requested if m not in available]
-        if settings["log_omics"] != requested:
-            log.info("PORPOISE omics are already normalised (rna z-scored): no log2(x + 1) for %s",
-                     ", ".join(m for m in requested if m in available))
+        available = porpoise_modalities(porpoise)  # z-scored RNA: the fold's log decision skips it
     else:
         available = list(omics)
     modalities = tuple(settings.pop("modalities", None) or available)

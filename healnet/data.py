@@ -49,32 +49,60 @@ def load_bags(feature_stores: list[str | os.PathLike]) -> tuple[dict[str, np.nda
 
 @dataclass
 class OmicTransform:
-    """log2(x + 1), keep the ``top_k`` most variable features, z-score: all fitted on training cases.
+    """log2(x + 1) where the table allows it, keep the ``top_k`` most variable features (None: all),
+    z-score: all fitted on training cases.
 
-    Missing values (a copy-number segment without a call, a gap in a user's table) are ignored
-    by the fitted statistics and become 0 after the z-score: the training cases' mean."""
+    The log is a decision made per table when it is fitted (``log_applied``, with ``log_reason``):
+    asked for (``log_transform``) and the training values are all >= 0, as counts and TPM are.  A
+    table with negative values (already z-scored RNA, copy-number calls) is never logged: clipping
+    it at 0 would erase every below-mean value.  Missing values (a copy-number segment without a
+    call, a gap in a user's table) are ignored by the fitted statistics and become 0 after the
+    z-score: the training cases' mean."""
 
-    top_k: int = 256
+    top_k: int | None = None
     log_transform: bool = True
+    name: str = "omics"  # the modality, for the log
     columns: list[str] = field(default_factory=list)
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    log_applied: bool = False
+    log_reason: str = ""
 
     def _prep(self, table: pd.DataFrame) -> pd.DataFrame:
-        return np.log2(table.clip(lower=0) + 1) if self.log_transform else table
+        return np.log2(table + 1) if self.log_applied else table
+
+    def _decide_log(self, table: pd.DataFrame) -> None:
+        lowest = np.nanmin(table.to_numpy(dtype=float)) if table.size else 0.0
+        if not self.log_transform:
+            self.log_applied, self.log_reason = False, "not requested"
+        elif lowest < 0:
+            self.log_applied = False
+            self.log_reason = f"skipped: the table has negative values (min {lowest:.3g}), so it is not counts or TPM"
+            log.warning("%s: log2(x + 1) %s", self.name, self.log_reason)
+        else:
+            self.log_applied, self.log_reason = True, "applied: every training value is >= 0"
 
     def fit(self, table: pd.DataFrame) -> "OmicTransform":
+        self._decide_log(table)
         x = self._prep(table)
-        variance = x.var(axis=0).fillna(0).sort_values(ascending=False, kind="stable")
-        self.columns = list(variance.index[: self.top_k])
+        if self.top_k is None:  # every feature, in the table's order
+            self.columns = list(x.columns)
+        else:
+            variance = x.var(axis=0).fillna(0).sort_values(ascending=False, kind="stable")
+            self.columns = list(variance.index[: self.top_k])
         self.mean = x[self.columns].mean(axis=0).to_numpy()
         self.std = np.maximum(x[self.columns].std(axis=0).fillna(0).to_numpy(), 1e-6)
         return self
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
-        x = self._prep(table.reindex(columns=self.columns))
+        x = self._prep(table.reindex(columns=self.columns).clip(lower=0) if self.log_applied
+                       else table.reindex(columns=self.columns))
         z = (x.to_numpy(dtype=np.float64) - self.mean) / self.std
         return np.nan_to_num(z, nan=0.0).astype(np.float32)
+
+    def summary(self) -> dict:
+        """What was done to the table, for the fold's metrics.json."""
+        return {"log2": self.log_applied, "log_reason": self.log_reason, "features": len(self.columns)}
 
 
 # ---------------------------------------------------------------------------------------------

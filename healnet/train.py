@@ -40,7 +40,7 @@ import torch
 from preprocessing.io import atomic_path, write_text_atomic
 
 from .data import BagView, Cohort, LazyBag, OmicTransform, wsi_standardisation
-from .survival import (bin_weights, concordance, discretise, fit_bins, nll_loss, risk_from_logits,
+from .survival import (bin_weights, concordance, cox_loss, discretise, fit_bins, nll_loss, risk_from_logits,
                        survival_from_logits)
 from .zoo import build_model, is_healnet, model_modalities
 
@@ -51,15 +51,22 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     modalities: tuple[str, ...] = ("wsi", "rna")
     architecture: str = "healnet"  # see healnet.zoo: healnet, healnet-<modality>, snn, abmil, early-fusion, ...
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 5e-3  # peak of the one-cycle schedule
-    l1: float = 1e-5  # weight of the L1 penalty on weight matrices
-    patience: int = 10  # epochs without a better validation loss before stopping
+    # defaults chosen on the four development cohorts (benchmarks/real_omics.py; README "Training protocol")
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3  # peak of the one-cycle schedule
+    weight_decay: float = 0.0  # decoupled (AdamW) weight decay
+    l1: float = 1e-3  # weight of the L1 penalty on weight matrices
+    patience: int = 10  # with early stopping: epochs without a better validation score before stopping
+    # "none": train the whole one-cycle schedule, the validation cases joining the training (default: on the
+    # development cohorts both early-stopping rules chose too early an epoch); "loss": stop on the data term
+    # of the training objective (bin-weighted NLL) on the validation cases; "c_index": on their c-index
+    early_stopping: str = "none"
     n_bins: int = 4
     alpha: float = 0.4  # weight of the uncensored term in the survival NLL
+    cox_weight: float = 1.0  # weight of the Cox partial likelihood of the risk score (ranking), added to the NLL
     max_patches: int | None = 2048  # a larger bag is subsampled (seeded, once per fold) to this many patches
-    omic_top_k: int = 64
+    omic_top_k: int | None = None  # keep the k most variable features of each omics table; None: all
     omic_tokens: str = "single"  # "single": one token whose channels are the genes; "genes": one token per gene
     log_omics: tuple[str, ...] = ("rna",)  # omics modalities that get log2(x + 1) before the z-score
     fourier_wsi: bool = False  # Fourier-encode patch coordinates
@@ -70,15 +77,22 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...; bf16 autocast on cuda
     prefetch: bool = True  # build the next batch (read its bags) in a background thread
     seed: int = 0
+    tune_trials: int = 0  # > 0: Optuna search of that many trials per fold on its inner validation split (healnet.tune)
 
     def __post_init__(self):
+        if self.early_stopping not in ("loss", "c_index", "none"):
+            raise ValueError(f"early_stopping must be 'loss', 'c_index' or 'none', got {self.early_stopping!r}")
+        if self.omic_top_k is not None and (isinstance(self.omic_top_k, bool) or not isinstance(self.omic_top_k, int)
+                                            or self.omic_top_k < 1):
+            raise ValueError(f"omic_top_k must be a positive number of features or null (every feature), "
+                             f"got {self.omic_top_k!r}")
         if self.omic_tokens not in ("single", "genes"):
             raise ValueError(f"omic_tokens must be 'single' or 'genes', got {self.omic_tokens!r}")
         self.modalities, self.log_omics = tuple(self.modalities), tuple(self.log_omics)
 
 
-HEALNET_DEFAULTS = {"depth": 2, "num_latents": 16, "latent_dim": 64, "cross_heads": 1, "latent_heads": 4,
-                    "attn_dropout": 0.1, "ff_dropout": 0.1}
+HEALNET_DEFAULTS = {"depth": 2, "num_latents": 16, "latent_dim": 32, "cross_heads": 1, "latent_heads": 4,
+                    "attn_dropout": 0.3, "ff_dropout": 0.3}
 
 
 @dataclass
@@ -110,8 +124,8 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
             table = cohort.omics[m]
             fitted_on = table.index.intersection(train_ids)
             if len(fitted_on):
-                transforms[m] = OmicTransform(top_k=cfg.omic_top_k, log_transform=m in cfg.log_omics).fit(
-                    table.loc[fitted_on])
+                transforms[m] = OmicTransform(top_k=cfg.omic_top_k, log_transform=m in cfg.log_omics,
+                                              name=m).fit(table.loc[fitted_on])
     if "wsi" in cfg.modalities:
         stats = wsi_standardisation(cohort.bags[c] for c in train_ids if c in cohort.bags)
         if stats is not None:
@@ -245,9 +259,14 @@ def predict(model, data: FoldData, channels, cfg: TrainConfig, drop: np.ndarray 
     return torch.cat(out) if out else torch.zeros(0, cfg.n_bins)
 
 
-def evaluate_loss(model, data: FoldData, channels, cfg: TrainConfig) -> tuple[float, np.ndarray]:
+def evaluate_loss(model, data: FoldData, channels, cfg: TrainConfig,
+                  weights: torch.Tensor | None = None) -> tuple[float, np.ndarray]:
+    """The data term of the training objective on ``data`` (the bin-weighted NLL) and the risks.  The
+    L1 term is left out: it does not depend on the data and only shrinks, so it would always favour
+    the last epoch."""
     logits = predict(model, data, channels, cfg)
-    loss = nll_loss(logits, torch.from_numpy(data.labels), torch.from_numpy(data.events), alpha=cfg.alpha)
+    loss = nll_loss(logits, torch.from_numpy(data.labels), torch.from_numpy(data.events), alpha=cfg.alpha,
+                    weights=None if weights is None else weights.cpu())
     return float(loss), risk_from_logits(logits).numpy()
 
 
@@ -338,10 +357,16 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
 
     Writes the outputs listed in the module docstring to ``out_dir`` when given; returns the metrics.
     """
+    tuned = None
+    if cfg.tune_trials and cfg.architecture != "coxnet":  # in-fold search on split["val"] only (healnet.tune)
+        from .tune import tuned_config
+        cfg, tuned = tuned_config(cohort, split, cfg, fold)
     torch.manual_seed(cfg.seed)
     run_cfg = replace(cfg, modalities=model_modalities(cfg.architecture, cfg.modalities))
     if cfg.architecture == "coxnet":
         return _train_coxnet(cohort, split, run_cfg, out_dir, fold)
+    if cfg.early_stopping == "none":  # nothing to choose on the validation cases: they join the training
+        split = {**split, "train": sorted({*split["train"], *split["val"]})}
     subsets, edges, transforms = prepare_fold(cohort, split, run_cfg)
     train, val, test = subsets["train"], subsets["val"], subsets["test"]
     modalities = run_cfg.modalities
@@ -366,10 +391,10 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
                         input_axes=axes, fourier_encode=cfg.fourier_wsi, **model_kwargs).to(device)
     weights = torch.as_tensor(bin_weights(train.labels, cfg.n_bins), dtype=torch.float32, device=device)
     steps = max(1, int(np.ceil(len(train.case_ids) / cfg.batch_size)))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best = (np.inf, -1, copy.deepcopy(model.state_dict()))
+    best = (-np.inf, -1, copy.deepcopy(model.state_dict()))  # (score: higher is better, epoch, weights)
     history = []
     for epoch in range(cfg.epochs):
         model.train()
@@ -381,16 +406,23 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
             loss = nll_loss(logits, torch.from_numpy(train.labels[index]).to(device),
                             torch.from_numpy(train.events[index]).to(device),
                             alpha=cfg.alpha, weights=weights) + cfg.l1 * model.l1_penalty()
+            if cfg.cox_weight:
+                loss = loss + cfg.cox_weight * cox_loss(risk_from_logits(logits), torch.from_numpy(train.times[index]),
+                                                        torch.from_numpy(train.events[index]))
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(index)
-        val_loss, val_risk = evaluate_loss(model, val, channels, run_cfg)
+        val_loss, val_risk = evaluate_loss(model, val, channels, run_cfg, weights)
         val_c = concordance(val.times, val.events, val_risk) if val.events.sum() else float("nan")
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_c_index": val_c})
-        if val_loss < best[0] - 1e-4:
-            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
+        log.debug("%s fold %d epoch %d: train loss %.4f, validation loss %.4f, c-index %.3f", cfg.architecture,
+                  fold, epoch, total / len(order), val_loss, val_c)
+        score = {"c_index": val_c if not np.isnan(val_c) else -val_loss, "loss": -val_loss, "none": epoch}[
+            cfg.early_stopping]
+        if score > best[0] + 1e-4:
+            best = (score, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             break
     model.load_state_dict(best[2])
@@ -406,7 +438,9 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
                "n_train": len(train.case_ids), "n_val": len(val.case_ids),
                "n_test": len(test.case_ids), "n_test_events": int(test.events.sum()), "best_epoch": best[1],
                "epochs_run": len(history), "bin_edges": [float(e) for e in edges], "surv_times": surv_times,
-               "device": device.type}
+               "device": device.type, "omics": _omics_summary(transforms)}
+    if tuned is not None:
+        metrics["tuned"] = tuned
     log.info("fold %d (%s): c-index %.3f on %d test cases (best epoch %d)", fold, cfg.architecture, c_index,
              len(test.case_ids), best[1])
     if out_dir is not None:
@@ -420,6 +454,11 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
                        history=history, predictions=predictions, missing=missing, attention=attention,
                        metrics=metrics)
     return metrics
+
+
+def _omics_summary(transforms: dict) -> dict:
+    """Per omics modality: whether log2(x + 1) was applied (and why) and the features kept."""
+    return {m: t.summary() for m, t in transforms.items() if isinstance(t, OmicTransform)}
 
 
 def _surv_times(edges: np.ndarray, train_times: np.ndarray) -> list[float]:
@@ -455,7 +494,7 @@ def _train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig,
     (fit_coxnet picks its penalty by inner cross-validation) the validation cases join the fit."""
     from .baselines import fit_coxnet  # lazy: the baselines are optional
 
-    subsets, edges, transforms = prepare_fold(cohort, split, cfg)
+    subsets, edges, transforms = prepare_fold(cohort, split, replace(cfg, omic_top_k=None))  # its penalty selects
     train, val, test = subsets["train"], subsets["val"], subsets["test"]
     widths = _omic_widths(train, val, test)
     x_fit, has = (np.concatenate(a) for a in zip(_omics_matrix(train, widths), _omics_matrix(val, widths)))
@@ -475,7 +514,8 @@ def _train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig,
     metrics = {"fold": fold, "architecture": "coxnet", "modalities": list(cfg.modalities), "c_index": c_index,
                "n_train": int(has.sum()), "n_val": 0, "n_test": len(test.case_ids),
                "n_test_events": int(test.events.sum()), "best_epoch": -1, "epochs_run": 0,
-               "bin_edges": [float(e) for e in edges], "surv_times": surv_times, "device": "cpu"}
+               "bin_edges": [float(e) for e in edges], "surv_times": surv_times, "device": "cpu",
+               "omics": _omics_summary(transforms)}
     if out_dir is not None:
         _write_outputs(out_dir, checkpoint={"coxnet": fitted, "architecture": "coxnet",
                                             "modalities": list(cfg.modalities), "config": asdict(cfg),
