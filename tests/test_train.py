@@ -58,7 +58,7 @@ def _with_missing(cohort: Cohort) -> Cohort:
     return cohort
 
 
-CFG = TrainConfig(epochs=30, lr=2e-3, omic_top_k=16, seed=0)
+CFG = TrainConfig(epochs=30, lr=2e-3, omic_top_k=16, seed=0, early_stopping="loss")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +279,27 @@ def test_training_outputs(trained):
     assert best <= history["val_loss"].min() + 1e-4  # the kept weights are those of the best validation loss
     assert (history.loc[: metrics["best_epoch"] - 1, "val_loss"] >= best - 1e-4).all()
     assert np.isfinite(history["train_loss"]).all()
+
+
+def test_validation_loss_is_the_weighted_objective_and_none_trains_the_whole_schedule(trained, tmp_path):
+    """history's val_loss is the bin-weighted NLL that training minimises (recomputed here from the
+    saved model's logits); with early_stopping "none" the validation cases join the training and
+    the last epoch is kept."""
+    from healnet.survival import bin_weights
+
+    cohort, split, out, metrics = trained
+    saved = torch.load(out / "model.pt", weights_only=False)
+    subsets, edges, _ = prepare_fold(cohort, split, CFG)
+    model = HEALNet(input_channels=saved["input_channels"], num_classes=CFG.n_bins, **saved["model_kwargs"])
+    model.load_state_dict(saved["state_dict"])
+    loss, _ = evaluate_loss(model, subsets["val"], saved["input_channels"], CFG,
+                            torch.tensor(bin_weights(subsets["train"].labels, CFG.n_bins), dtype=torch.float32))
+    history = pd.read_csv(out / "history.tsv", sep="\t")
+    assert loss == pytest.approx(history.loc[metrics["best_epoch"], "val_loss"], rel=1e-5)
+    unweighted, _ = evaluate_loss(model, subsets["val"], saved["input_channels"], CFG)
+    assert unweighted != pytest.approx(loss)  # the weights matter: stopping on the plain NLL would differ
+    full = train_fold(cohort, split, replace(CFG, early_stopping="none", epochs=4), tmp_path)
+    assert full["n_train"] == len(split["train"]) + len(split["val"]) and full["best_epoch"] == 3
 
 
 def test_survival_curves_in_predictions(trained):
