@@ -175,6 +175,7 @@ def test_cv_on_a_porpoise_table(tmp_path, caplog):
                      "--folds", "2", "--epochs", "1", "--device", "cpu", "--out", str(out)]) == 0
     metrics = json.loads((out / "models" / "healnet" / "fold0" / "metrics.json").read_text())
     assert sorted(metrics["modalities"]) == ["cnv", "mutations", "rna"]
-    assert "no log2(x + 1) for rna" in caplog.text
+    assert metrics["omics"]["rna"]["log2"] is False and "negative" in metrics["omics"]["rna"]["log_reason"]
+    assert "rna: log2(x + 1) skipped" in caplog.text
     tested = [c for f in json.loads((out / "splits.json").read_text())["folds"] for c in f["test"]]
     assert sorted(tested) == [f"TCGA-AB-{i:04d}" for i in range(30)]
