@@ -69,7 +69,7 @@ class OmicTransform:
     log_reason: str = ""
 
     def _prep(self, table: pd.DataFrame) -> pd.DataFrame:
-        return np.log2(table + 1) if self.log_applied else table
+        return np.log2(table.clip(lower=0) + 1) if self.log_applied else table  # a stray negative test value: 0
 
     def _decide_log(self, table: pd.DataFrame) -> None:
         lowest = np.nanmin(table.to_numpy(dtype=float)) if table.size else 0.0
@@ -95,8 +95,7 @@ class OmicTransform:
         return self
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
-        x = self._prep(table.reindex(columns=self.columns).clip(lower=0) if self.log_applied
-                       else table.reindex(columns=self.columns))
+        x = self._prep(table.reindex(columns=self.columns))
         z = (x.to_numpy(dtype=np.float64) - self.mean) / self.std
         return np.nan_to_num(z, nan=0.0).astype(np.float32)
 

@@ -68,7 +68,7 @@ class TrainConfig:
     max_patches: int | None = 2048  # a larger bag is subsampled (seeded, once per fold) to this many patches
     omic_top_k: int | None = None  # keep the k most variable features of each omics table; None: all
     omic_tokens: str = "single"  # "single": one token whose channels are the genes; "genes": one token per gene
-    log_omics: tuple[str, ...] = ("rna",)  # omics modalities that get log2(x + 1) before the z-score
+    log_omics: tuple[str, ...] = ("rna",)  # omics that get log2(x + 1) before the z-score, where no value is < 0
     fourier_wsi: bool = False  # Fourier-encode patch coordinates
     tie_layers: bool = False  # HEALNet weight_tie_layers (layers 1..depth-1 share weights)
     snn: bool = False  # self-normalising (SELU + AlphaDropout) feed-forward blocks
@@ -414,18 +414,23 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
             opt.step()
             sched.step()
             total += loss.item() * len(index)
+        if cfg.early_stopping == "none":  # the validation cases are training cases now: nothing to score
+            history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": np.nan, "val_c_index": np.nan})
+            continue
         val_loss, val_risk = evaluate_loss(model, val, channels, run_cfg, weights)
         val_c = concordance(val.times, val.events, val_risk) if val.events.sum() else float("nan")
         history.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss, "val_c_index": val_c})
         log.debug("%s fold %d epoch %d: train loss %.4f, validation loss %.4f, c-index %.3f", cfg.architecture,
                   fold, epoch, total / len(order), val_loss, val_c)
-        score = {"c_index": val_c if not np.isnan(val_c) else -val_loss, "loss": -val_loss, "none": epoch}[
-            cfg.early_stopping]
+        score = val_c if cfg.early_stopping == "c_index" and not np.isnan(val_c) else -val_loss
         if score > best[0] + 1e-4:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             break
-    model.load_state_dict(best[2])
+    if cfg.early_stopping == "none":
+        best = (np.nan, len(history) - 1, None)  # the weights of the last epoch, as they are
+    else:
+        model.load_state_dict(best[2])
     logits = predict(model, test, channels, run_cfg)
     test_risk = risk_from_logits(logits).numpy()
     c_index = concordance(test.times, test.events, test_risk) if test.events.sum() else float("nan")
