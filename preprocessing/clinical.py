@@ -10,6 +10,10 @@ Two sources:
 - a TCGA-CDR table (Liu et al., Cell 2018; TSV or CSV, e.g. exported from the xlsx) with
   ``bcr_patient_barcode`` and ``<E>``, ``<E>.time`` for an endpoint E in OS, DSS, DFI, PFI.
 
+The GDC export comes as one TSV (before 2025) or as a folder of per-entity TSVs (``clinical.tsv``,
+``follow_up.tsv``, ``exposure.tsv``, …; portal 2.x): :func:`read_gdc_clinical` reads either. Sex is
+``sex_at_birth`` (data dictionary 4.0.3) or the older ``gender``; both names are given.
+
 Every case of the clinical file or the inventory gets one row. Cases that cannot be used (unknown
 vital status, missing or negative time, no clinical record, no data of any modality) keep a row
 with ``status = excluded`` and the ``reason``, so that ``qc/cases.tsv`` counts them.
@@ -50,14 +54,43 @@ def _unprefixed(columns: list[str]) -> dict[str, str]:
     return {k: v for k, v in renames.items() if (targets == v).sum() == 1}
 
 
-def read_gdc_clinical(path: str | os.PathLike) -> pd.DataFrame:
-    """The GDC clinical TSV with ``'--`` read as missing (table prefixes like ``demographic.`` dropped)."""
+def _read_clinical_tsv(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, sep="\t", dtype=str, na_values=["'--", "--", ""], keep_default_na=False)
     if "case_submitter_id" not in table.columns:
         table = table.rename(columns=_unprefixed(list(table.columns)))
+    return table
+
+
+def read_gdc_clinical(path: str | os.PathLike) -> pd.DataFrame:
+    """The GDC clinical export with ``'--`` read as missing (table prefixes like ``demographic.`` dropped).
+
+    ``path`` is one TSV, or a folder of the portal's per-entity TSVs: its ``clinical.tsv`` and, when
+    there, ``follow_up.tsv``, whose rows (``days_to_follow_up``) join the case's rows. The other
+    entity files (exposure, family history, pathology detail) hold nothing survival needs.
+    """
+    path = Path(path)
+    if path.is_dir():
+        main = path / "clinical.tsv"
+        if not main.is_file():
+            raise FileNotFoundError(f"{path}: a clinical folder needs clinical.tsv (found "
+                                    f"{', '.join(sorted(p.name for p in path.iterdir())) or 'nothing'})")
+        tables = [_read_clinical_tsv(main)]
+        if (path / "follow_up.tsv").is_file():
+            follow = _read_clinical_tsv(path / "follow_up.tsv")
+            if "case_submitter_id" not in follow.columns:
+                raise ValueError(f"{path / 'follow_up.tsv'}: missing clinical column case_submitter_id")
+            keep = [c for c in ("case_submitter_id", "days_to_follow_up") if c in follow.columns]
+            tables.append(follow[keep])
+        table = pd.concat(tables, ignore_index=True)
+        where = main
+    else:
+        table, where = _read_clinical_tsv(path), path
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing clinical column(s) {', '.join(missing)}")
+        raise ValueError(f"{where}: missing clinical column(s) {', '.join(missing)}")
+    for new, old in (("sex_at_birth", "gender"), ("gender", "sex_at_birth")):
+        if new not in table.columns and old in table.columns:
+            table[new] = table[old]
     return table
 
 
@@ -223,7 +256,25 @@ def survival_table(clinical_path: str | os.PathLike, files: pd.DataFrame, cdr: s
     counts = inventory_counts(files)
     for name, cases in (extra or {}).items():
         counts[name] = pd.Series(1, index=sorted(cases), dtype=int)
-    return attach_modalities(surv, counts)
+    from .inventory import not_usable
+
+    return with_download_failures(attach_modalities(surv, counts), not_usable(files))
+
+
+def with_download_failures(table: pd.DataFrame, unusable: pd.DataFrame | None) -> pd.DataFrame:
+    """Survival rows with ``download_failed``: per case the files the GDC download could not fetch
+    (``data type file name: reason``), from :func:`preprocessing.inventory.not_usable` (None for a
+    cohort not downloaded by the workflow: no column). A case left without any modality by them says so."""
+    if unusable is None:  # not a GDC download: the table as before
+        return table
+    table = table.copy()
+    notes: dict[str, list[str]] = {}
+    for r in unusable[unusable["download_status"].str.lower() == "failed"].itertuples(index=False):
+        notes.setdefault(r.case_id, []).append(f"{r.data_type} {r.file_name}: {r.download_reason}")
+    table["download_failed"] = table["case_id"].map({c: "; ".join(v) for c, v in notes.items()}).fillna("")
+    lost = table["reason"].fillna("").str.startswith("no modality") & (table["download_failed"] != "")
+    table.loc[lost, "reason"] = table.loc[lost, "reason"] + " - download failed: " + table.loc[lost, "download_failed"]
+    return table
 
 
 def write_table(table: pd.DataFrame, out: str | os.PathLike) -> pd.DataFrame:

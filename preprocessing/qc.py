@@ -17,13 +17,20 @@ SLIDE_COLUMNS = ["slide_id", "case_id", "file", "status", "reason", "mpp", "widt
 
 def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_dir: str | os.PathLike,
                  features_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per slide of the inventory with status, reason, mpp, size, tissue area (mm²) and patches."""
+    """One row per slide of the inventory with status, reason, mpp, size, tissue area (mm²) and patches
+    (a slide the GDC download step failed or skipped, ``download_status``: that status and why)."""
     rows = []
     for slide in slides.itertuples():
         sid = slide.slide_id
         row = {"slide_id": sid, "case_id": slide.case_id, "file": slide.path, "status": "failed",
                "reason": "not processed", "mpp": None, "width": None, "height": None,
                "tissue_area_mm2": None, "n_patches": 0, "features": False}
+        fetched = str(getattr(slide, "download_status", "") or "").lower()
+        if fetched in ("failed", "skipped"):  # never on disk: the GDC download step says why
+            reason = str(slide.download_reason)
+            row.update(status=fetched, reason=f"download failed: {reason}" if fetched == "failed" else reason)
+            rows.append(row)
+            continue
         geojson = Path(tissue_dir) / f"{sid}.geojson"
         if geojson.exists():
             _, meta = read_tissue(geojson)

@@ -196,3 +196,56 @@ def test_cdr_errors_name_the_file(clinical_path, tmp_path):
         survival_table(clinical_path, _inventory([]), endpoint="PFI")
     with pytest.raises(ValueError, match="unknown endpoint 'EFS'"):
         survival_table(clinical_path, _inventory([]), cdr=short, endpoint="EFS")
+
+
+# ---------------------------------------------------------------------------------------------
+# the portal's clinical download as one TSV or as per-entity TSVs; files the download could not fetch
+
+
+def _gdc_cases():
+    def case(i, vital, death, follow, extra_follow, sex):
+        return {"case_id": f"c{i}", "submitter_id": f"TCGA-AB-000{i}", "project": {"project_id": "TCGA-AB"},
+                "demographic": {"vital_status": vital, "days_to_death": death, "sex_at_birth": sex},
+                "diagnoses": [{"days_to_last_follow_up": follow}],
+                "follow_ups": [{"days_to_follow_up": d} for d in extra_follow]}
+    return [case(1, "Alive", None, 100, [350, 40], "female"), case(2, "Dead", 800, None, [], "male"),
+            case(3, "Alive", None, 60, [], "female")]
+
+
+def test_per_entity_clinical_folder_reads_like_one_tsv(tmp_path):
+    from gdc_standin import portal_clinical
+
+    cases = _gdc_cases()
+    folder = portal_clinical(cases, tmp_path / "per_entity", "per-entity")
+    single = portal_clinical(cases, tmp_path / "single", "single")
+    assert sorted(p.name for p in folder.iterdir()) == ["clinical.tsv", "exposure.tsv", "follow_up.tsv"]
+    new, old = read_gdc_clinical(folder), read_gdc_clinical(single)
+    assert set(new["sex_at_birth"].dropna()) == set(old["sex_at_birth"].dropna()) == {"female", "male"}
+    assert set(old["gender"].dropna()) == {"female", "male"}  # both names, whichever the export has
+    by_folder = overall_survival(new).set_index("case_id")
+    by_file = overall_survival(old).set_index("case_id")
+    assert by_folder.loc["TCGA-AB-0001", "time"] == 350  # the follow-up records count (not in the single TSV)
+    assert by_file.loc["TCGA-AB-0001", "time"] == 100
+    pd.testing.assert_frame_equal(by_folder.drop("TCGA-AB-0001"), by_file.drop("TCGA-AB-0001"))
+    (folder / "clinical.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="needs clinical.tsv .found exposure.tsv, follow_up.tsv"):
+        read_gdc_clinical(folder)
+
+
+def test_files_the_download_could_not_fetch_are_named_per_case(clinical_path):
+    files = _inventory([["TCGA-A1-0001", RNA_TYPE], ["TCGA-A2-0002", RNA_TYPE]])
+    assert "download_failed" not in survival_table(clinical_path, files).columns  # not a GDC download: as before
+    files.attrs["not_usable"] = [
+        {"case_id": "TCGA-A1-0001", "data_type": SLIDE_TYPE, "file_name": "a.svs", "download_status": "failed",
+         "download_reason": "HTTP 403: file a"},
+        {"case_id": "TCGA-BH-0005", "data_type": RNA_TYPE, "file_name": "r.tsv", "download_status": "failed",
+         "download_reason": "HTTP 404: file r"},
+        {"case_id": "TCGA-A2-0002", "data_type": SLIDE_TYPE, "file_name": "m.svs", "download_status": "skipped",
+         "download_reason": "slide policy: sample type 06"}]
+    table = survival_table(clinical_path, files).set_index("case_id")
+    assert table.loc["TCGA-A1-0001", ["status", "download_failed"]].tolist() == [
+        "ok", "Slide Image a.svs: HTTP 403: file a"]
+    assert table.loc["TCGA-BH-0005", "status"] == "excluded"  # its only file failed
+    assert table.loc["TCGA-BH-0005", "reason"] == ("no modality (no slide, RNA, CNV or mutation data) - download "
+                                                   "failed: Gene Expression Quantification r.tsv: HTTP 404: file r")
+    assert table.loc["TCGA-A2-0002", "download_failed"] == ""  # skipped by policy is not a failure

@@ -119,18 +119,18 @@ def test_gdc_cohort_resolves_its_checkpoint_and_downloads(tmp_path):
         assert dry.returncode == 0, dry.stderr[-4000:]
         assert len(server.queries) == n_queries and dict(server.bytes_sent) == sent  # nothing fetched again
 
-    gdc = tmp_path / "results" / "gdct" / "gdc"
+    gdc, data = tmp_path / "results" / "gdct" / "gdc", tmp_path / "data" / "gdc" / "gdct"  # files outside results/
     wanted = [f for f in files if f["data_type"] in ("Slide Image", "Gene Expression Quantification")]
     assert len(wanted) < len(files)  # the source also has copy-number / MAF files, not asked for
     for f in wanted:  # every file intact under its final name, md5 against the source bytes
-        got = gdc / "files" / f["file_id"] / f["file_name"]
+        got = data / f["file_id"] / f["file_name"]
         assert hashlib.md5(got.read_bytes()).hexdigest() == hashlib.md5(f["content"]).hexdigest()
-    assert not list(gdc.rglob("*.partial"))
+    assert not list(data.rglob("*.partial"))
     assert sent[slide["file_id"]] == slide["file_size"]  # 10 000 bytes, then exactly the rest
     report = pd.read_csv(gdc / "download.tsv", sep="\t").set_index("file_id")
     assert report.loc[slide["file_id"], ["status", "resumed_from"]].tolist() == ["resumed", 10_000]
     assert sorted(pd.read_csv(gdc / "gdc_manifest.txt", sep="\t")["id"]) == sorted(f["file_id"] for f in wanted)
-    assert {p.parent.name for p in (gdc / "files").glob("*/*")} == {f["file_id"] for f in wanted}
+    assert {p.parent.name for p in data.glob("*/*")} == {f["file_id"] for f in wanted}
     # survival from the clinical TSV the API answers gave = survival from the source export
     ours = overall_survival(read_gdc_clinical(gdc / "clinical.tsv")).set_index("case_id")
     truth = overall_survival(read_gdc_clinical(raw / "clinical.tsv")).set_index("case_id")

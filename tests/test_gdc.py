@@ -1,11 +1,17 @@
-"""GDC client against a local stand-in server: queries, clinical TSV, manifest, resumable download."""
+"""GDC client against a local stand-in server: queries, clinical TSV, manifest, resumable download;
+and, per point of the GDC layer: data types and access, CNV pipelines, tokens, the plan and free
+space, files verified once and progress, faults kept to the file, unsafe records refused, stale
+manifest ids, the slide policy, and the stand-in answering ``fields`` / ``expand`` / unknown fields
+as the GDC does."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +19,8 @@ import pytest
 
 from preprocessing import gdc
 from preprocessing.clinical import overall_survival, read_gdc_clinical
-from preprocessing.inventory import read_inventory
-from gdc_standin import RNA_FIELDS, SLIDE_FIELDS, GDCStandin, file_hit
+from preprocessing.inventory import cnv_workflow_table, not_usable, read_inventory, slides_of
+from gdc_standin import (RNA_FIELDS, SLIDE_FIELDS, GDCStandin, cnv_hit, file_hit, star_counts_hits)
 
 FAST = dict(retries=3, backoff=0.01, timeout=10)
 
@@ -50,17 +56,27 @@ def _check_all(files: list[dict], out) -> None:
 
 
 def test_filters_are_gdc_filter_json():
+    def field(flt, name):
+        return next(f["content"]["value"] for f in flt["content"] if f["content"]["field"] == name)
+
     assert gdc.file_filters("TCGA-BRCA", "slides") == {"op": "and", "content": [
         {"op": "in", "content": {"field": "cases.project.project_id", "value": ["TCGA-BRCA"]}},
+        {"op": "in", "content": {"field": "data_type", "value": ["Slide Image"]}},
         {"op": "in", "content": {"field": "data_format", "value": ["SVS"]}},
-        {"op": "in", "content": {"field": "experimental_strategy", "value": ["Diagnostic Slide"]}}]}
-    assert gdc.file_filters("TCGA-UCEC", "rna")["content"][1] == {
-        "op": "in", "content": {"field": "analysis.workflow_type", "value": ["STAR - Counts"]}}
-    assert gdc.file_filters("X", "mutations")["content"][1:] == [
-        {"op": "in", "content": {"field": "data_type", "value": ["Masked Somatic Mutation"]}},
-        {"op": "in", "content": {"field": "data_format", "value": ["MAF"]}}]
+        {"op": "in", "content": {"field": "experimental_strategy", "value": ["Diagnostic Slide"]}},
+        {"op": "in", "content": {"field": "access", "value": ["open"]}}]}
+    for kind, data_type in (("rna", "Gene Expression Quantification"), ("cnv", "Gene Level Copy Number"),
+                            ("mutations", "Masked Somatic Mutation")):  # every kind: its data type, open only
+        flt = gdc.file_filters("TCGA-UCEC", kind)
+        assert field(flt, "data_type") == [data_type] and field(flt, "access") == ["open"]
+    assert field(gdc.file_filters("X", "rna"), "analysis.workflow_type") == ["STAR - Counts"]
+    assert field(gdc.file_filters("X", "cnv"), "analysis.workflow_type") == ["ASCAT3", "ASCAT2", "ABSOLUTE LiftOver"]
+    assert field(gdc.file_filters("X", "cnv", cnv_workflows=["AscatNGS"]), "analysis.workflow_type") == ["AscatNGS"]
+    assert field(gdc.file_filters("X", "slides", access=["open", "controlled"]), "access") == ["open", "controlled"]
     with pytest.raises(ValueError, match="unknown data kind 'proteins'"):
         gdc.file_filters("X", "proteins")
+    with pytest.raises(ValueError, match="unknown access"):
+        gdc.file_filters("X", "rna", access=["secret"])
 
 
 def test_query_reads_every_page_and_only_matching_files():
@@ -298,3 +314,318 @@ def test_cli_query_then_download(tmp_path, capsys):
     assert sorted(clinical["days_to_last_follow_up"]) == [0, 10, 20, 30]
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
     assert os.path.getsize(tmp_path / "meta" / "gdc_sample_sheet.tsv") > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. every kind by data type and open access; one copy-number pipeline per case
+
+
+def _star_counts(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [h for i in range(n) for h in star_counts_hits(_uuid(rng), _uuid(rng), f"TCGA-R{i}-0001", "TCGA-BLCA",
+                                                          rng.bytes(500))]
+
+
+def test_rna_query_takes_expression_files_not_the_controlled_junctions(tmp_path):
+    hits = _star_counts(3, seed=20)
+    with GDCStandin(hits, []) as server:
+        table = gdc.query_files("TCGA-BLCA", ["rna"], server.base_url)
+        report = gdc.download(_manifest([h for h in hits if h["file_id"] in set(table["file_id"])]), tmp_path,
+                              server.base_url, **FAST)
+        # what the workflow filter alone matches: the same run's splice junctions too, which answer 403
+        only_workflow = {"op": "and", "content": [gdc._in("analysis.workflow_type", "STAR - Counts")]}
+        both = list(gdc._hits("files", only_workflow, ["file_id", "access"], server.base_url, 10))
+        junction = next(h for h in hits if h["access"] == "controlled")
+        with pytest.raises(gdc.FileRefused, match="HTTP 403"):
+            gdc.download_file(junction["file_id"], junction["file_name"], junction["md5sum"], junction["file_size"],
+                              tmp_path, server.base_url, access="controlled", **FAST)
+    assert len(table) == 3 and set(table["data_type"]) == {"Gene Expression Quantification"}
+    assert set(table["access"]) == {"open"} and (report["status"] == "downloaded").all()
+    assert len(both) == 6 and {h["access"] for h in both} == {"open", "controlled"}
+
+
+def _cnv_archive(seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    have = {"TCGA-C1-0001": ["ASCAT2", "ABSOLUTE LiftOver", "ASCAT3", "AscatNGS"],
+            "TCGA-C2-0002": ["ABSOLUTE LiftOver", "ASCAT2"], "TCGA-C3-0003": ["ABSOLUTE LiftOver"],
+            "TCGA-C4-0004": ["AscatNGS"]}
+    return [cnv_hit(_uuid(rng), case, "TCGA-BLCA", w, rng.bytes(100)) for case, ws in have.items() for w in ws]
+
+
+@pytest.mark.parametrize("order, expected", [
+    (None, {"TCGA-C1-0001": "ASCAT3", "TCGA-C2-0002": "ASCAT2", "TCGA-C3-0003": "ABSOLUTE LiftOver"}),
+    (["AscatNGS", "ASCAT2"], {"TCGA-C1-0001": "AscatNGS", "TCGA-C2-0002": "ASCAT2", "TCGA-C4-0004": "AscatNGS"}),
+])
+def test_copy_number_of_one_pipeline_per_case_recorded_in_the_sheet(tmp_path, order, expected):
+    hits = _cnv_archive(21)
+    with GDCStandin(hits, [{"submitter_id": "TCGA-C1-0001", "case_id": "c1", "project": {"project_id": "TCGA-BLCA"}}]
+                    ) as server:
+        paths = gdc.fetch_cohort_metadata("TCGA-BLCA", ["cnv"], tmp_path, server.base_url, cnv_workflows=order)
+    files = read_inventory(paths["sample_sheet"], paths["manifest"], tmp_path)
+    assert dict(zip(files["case_id"], files["workflow_type"])) == expected
+    assert len(files) == len(expected)  # other pipelines' files are not fetched
+    used = cnv_workflow_table(files.assign(sample_id=files["case_id"] + "-01A"), order or gdc.DEFAULT_CNV_WORKFLOWS)
+    assert dict(zip(used.loc[used["status"] == "used", "case_id"], used.loc[used["status"] == "used",
+                                                                            "workflow_type"])) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. tokens
+
+
+def _controlled(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    fid = _uuid(rng)
+    return file_hit(fid, f"{fid}.wxs.aliquot.maf.gz", rng.bytes(3000), "TCGA-BRCA", "TCGA-T1-0001",
+                    "Aligned Reads", access="controlled")
+
+
+def test_token_goes_in_the_x_auth_token_header_and_errors_say_what_to_do(tmp_path, monkeypatch, caplog):
+    f, secret = _controlled(22), "tok-9d2f-secret-value"
+    token_file, wrong_file = tmp_path / "token.txt", tmp_path / "old-token.txt"
+    token_file.write_text(secret + "\n")
+    wrong_file.write_text("tok-expired")
+    monkeypatch.delenv("GDC_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("GDC_TOKEN", raising=False)
+    args = (f["file_id"], f["file_name"], f["md5sum"], f["file_size"])
+    caplog.set_level(logging.DEBUG)
+    with GDCStandin([f], []) as server:
+        server.token = secret
+        with pytest.raises(gdc.FileRefused) as none:
+            gdc.download_file(*args, tmp_path / "a", server.base_url, access="controlled", **FAST)
+        with pytest.raises(gdc.FileRefused) as wrong:
+            gdc.download_file(*args, tmp_path / "b", server.base_url, access="controlled", token_file=wrong_file,
+                              **FAST)
+        row = gdc.download_file(*args, tmp_path / "c", server.base_url, access="controlled", token_file=token_file,
+                                **FAST)
+        monkeypatch.setenv("GDC_TOKEN_FILE", str(token_file))  # or named by the environment
+        env_row = gdc.download_file(*args, tmp_path / "d", server.base_url, access="controlled", **FAST)
+        seen = list(server.tokens_seen)
+    assert row["status"] == env_row["status"] == "downloaded" and seen == [None, "tok-expired", secret, secret]
+    assert "HTTP 403" in str(none.value) and f["file_id"] in str(none.value) and "access: controlled" in str(none.value)
+    assert "gdc.token_file" in str(none.value) and "GDC_TOKEN_FILE" in str(none.value)
+    assert "HTTP 401" in str(wrong.value) and str(wrong_file) in str(wrong.value) and "expired" in str(wrong.value)
+    assert secret not in caplog.text and "tok-expired" not in caplog.text + str(wrong.value)
+    with pytest.raises(gdc.GDCError, match="missing.txt: cannot be read"):
+        gdc.read_token(tmp_path / "missing.txt")
+    monkeypatch.delenv("GDC_TOKEN_FILE")
+    monkeypatch.setenv("GDC_TOKEN", " tok-from-env ")
+    assert gdc.read_token() == "tok-from-env" and gdc.token_source() == "$GDC_TOKEN"
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. the plan and free space; 4. verified once, progress
+
+
+def _inventory_of(files: list[dict], out: Path) -> pd.DataFrame:
+    table = pd.DataFrame({"file_id": [f["file_id"] for f in files], "file_name": [f["file_name"] for f in files],
+                          "data_type": [f["data_type"] for f in files],
+                          "case_id": [f["cases"][0]["submitter_id"] for f in files],
+                          "size": [str(f["file_size"]) for f in files]})
+    table["path"] = [str(out / i / n) for i, n in zip(table["file_id"], table["file_name"])]
+    return table
+
+
+def test_plan_counts_kinds_present_bytes_and_stops_when_space_is_short(tmp_path, monkeypatch):
+    slides, rna = _files(4, seed=23, size=10_000), _star_counts(2, seed=24)[::2]
+    files, data = slides + rna, tmp_path / "data"
+    present, partial = slides[0], slides[1]
+    (data / present["file_id"]).mkdir(parents=True)
+    (data / present["file_id"] / present["file_name"]).write_bytes(present["content"])
+    (data / partial["file_id"]).mkdir()
+    (data / partial["file_id"] / (partial["file_name"] + ".partial")).write_bytes(partial["content"][:4000])
+    plan = gdc.download_plan(_inventory_of(files, data)).set_index("kind")
+    total = sum(f["file_size"] for f in files)
+    assert plan.loc["slides", ["files", "cases", "present_files"]].tolist() == [4, 4, 1]
+    assert plan.loc["rna", "files"] == 2 and plan.loc["total", "bytes"] == total
+    assert plan.loc["total", "to_fetch_bytes"] == total - present["file_size"] - 4000
+
+    monkeypatch.setenv("HEALNET_GDC_FREE_BYTES", "1000")
+    assert gdc.free_bytes(data / "not" / "there") == 1000
+    with pytest.raises(gdc.GDCError) as short:
+        gdc.write_plan(_inventory_of(files, data), data, tmp_path / "plan.tsv", margin=0.1)
+    needed = gdc.space_needed(plan.reset_index(), 0.1)
+    assert f"needs {gdc.human(needed)}" in str(short.value) and "only 1.00 kB is free" in str(short.value)
+    assert "max_cases" in str(short.value) and not (tmp_path / "plan.tsv").exists()
+    monkeypatch.setenv("HEALNET_GDC_FREE_BYTES", str(needed))
+    gdc.write_plan(_inventory_of(files, data), data, tmp_path / "plan.tsv", margin=0.1)
+    written = pd.read_csv(tmp_path / "plan.tsv", sep="\t").set_index("kind")
+    assert written.loc["total", "needed_bytes"] == needed and written.loc["total", "free_bytes"] == needed
+    summary = gdc.plan_summary(plan.reset_index(), data, 10, needed)
+    assert "slides" in summary and "NOT ENOUGH" in summary and f"free at {data}: 10 B" in summary
+
+
+def test_pilot_takes_the_first_cases(tmp_path):
+    files = _files(6, seed=25)
+    with GDCStandin(files, []) as server:
+        paths = gdc.fetch_cohort_metadata("TCGA-BRCA", ["slides"], tmp_path, server.base_url, max_cases=2)
+    cases = sorted(pd.read_csv(paths["sample_sheet"], sep="\t")["Case ID"])
+    assert cases == sorted(f["cases"][0]["submitter_id"] for f in files)[:2]
+
+
+def test_present_files_are_hashed_once_and_progress_is_logged(tmp_path, monkeypatch, caplog):
+    files = _files(2, seed=26, size=300_000)
+    hashed = []
+    real = gdc._md5_of
+    monkeypatch.setattr(gdc, "_md5_of", lambda p: hashed.append(Path(p).name) or real(p))
+    f = files[0]
+    args = (f["file_id"], f["file_name"], f["md5sum"], f["file_size"], tmp_path)
+    caplog.set_level(logging.INFO, logger="preprocessing.gdc")
+    with GDCStandin(files, [], chunk=50_000, delay=0.01) as server:
+        gdc.download_file(*args, server.base_url, progress_s=0.0, **FAST)
+        assert hashed == [f["file_name"] + ".partial"]  # the download's own check
+        assert gdc.download_file(*args, server.base_url, **FAST)["status"] == "already present"
+        assert len(hashed) == 1  # size, mtime and md5 remembered: not read again
+        final = tmp_path / f["file_id"] / f["file_name"]
+        os.utime(final, ns=(final.stat().st_atime_ns, final.stat().st_mtime_ns + 10**9))  # touched: read once more
+        gdc.download_file(*args, server.base_url, **FAST)
+        gdc.download_file(*args, server.base_url, **FAST)
+        assert len(hashed) == 2
+    progress = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert progress and all("/s, ETA" in m and " of 300." in m for m in progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. faults kept to the file; unsafe records refused; stale manifest ids
+
+
+def test_refused_vanished_and_corrupt_files_are_recorded_failed_and_the_rest_goes_on(tmp_path):
+    files = _files(5, seed=27)
+    forbidden, gone, corrupt, flaky = (f["file_id"] for f in files[:4])
+    with GDCStandin(files, []) as server:
+        server.errors[forbidden] = [403] * 10
+        server.gone.add(gone)
+        server.corrupt[corrupt] = 99
+        server.errors[flaky] = [503] * 10
+        rows = {}
+        for f in files:
+            args = (f["file_id"], f["file_name"], f["md5sum"], f["file_size"], "slides", tmp_path / "data",
+                    tmp_path / "records" / f"{f['file_id']}.tsv")
+            if f["file_id"] == flaky:  # the network, not the file: the job fails and is retried
+                with pytest.raises(gdc.GDCError, match="failed after 4 tries: HTTP 503"):
+                    gdc.fetch_record(*args, base_url=server.base_url, **FAST)
+            else:
+                rows[f["file_id"]] = gdc.fetch_record(*args, base_url=server.base_url, access="open", **FAST)
+    assert rows[forbidden]["status"] == rows[gone]["status"] == rows[corrupt]["status"] == "failed"
+    assert rows[forbidden]["reason"].startswith("HTTP 403") and rows[gone]["reason"].startswith("HTTP 404")
+    assert rows[corrupt]["reason"].startswith("md5") and rows[files[4]["file_id"]]["status"] == "downloaded"
+    assert not (tmp_path / "records" / f"{flaky}.tsv").exists()
+    records = gdc.read_records(sorted((tmp_path / "records").glob("*.tsv"))).set_index("file_id")
+    assert records.loc[gone, "reason"] == rows[gone]["reason"] and len(records) == 4
+
+    # the sheet the later rules read marks them; the inventory leaves them out and keeps them for QC
+    sheet = pd.DataFrame({"File ID": [f["file_id"] for f in files[:3] + files[4:]],
+                          "File Name": [f["file_name"] for f in files[:3] + files[4:]],
+                          "Data Category": "Biospecimen", "Data Type": "Slide Image", "Project ID": "TCGA-BRCA",
+                          "Case ID": [f["cases"][0]["submitter_id"] for f in files[:3] + files[4:]],
+                          "Sample ID": [f["cases"][0]["submitter_id"] + "-01A" for f in files[:3] + files[4:]],
+                          "Sample Type": "Primary Tumor"})
+    sheet.to_csv(tmp_path / "query.tsv", sep="\t", index=False)
+    table = gdc.collect_downloads(tmp_path / "query.tsv", sorted((tmp_path / "records").glob("*.tsv")),
+                                  tmp_path / "download.tsv", tmp_path / "sheet.tsv")
+    gdc.write_manifest(pd.DataFrame({"file_id": [f["file_id"] for f in files],
+                                     "file_name": [f["file_name"] for f in files],
+                                     "md5sum": [f["md5sum"] for f in files],
+                                     "file_size": [f["file_size"] for f in files], "state": "released"}),
+                       tmp_path / "m.txt")
+    inv = read_inventory(tmp_path / "sheet.tsv", tmp_path / "m.txt", tmp_path / "data")
+    assert list(inv["file_id"]) == [files[4]["file_id"]] and len(table) == 4
+    assert set(not_usable(inv)["file_id"]) == {forbidden, gone, corrupt}
+    assert set(slides_of(inv)["download_status"]) == {"ok", "failed"} and len(slides_of(inv, usable_only=True)) == 1
+
+
+@pytest.mark.parametrize("bad_id, bad_name", [("not-a-uuid", None), (None, "../../escaped.svs"),
+                                              (None, "sub/dir.svs"), ("../" + "0" * 8, None)])
+def test_unsafe_ids_and_names_are_refused_and_nothing_lands_outside(tmp_path, bad_id, bad_name):
+    good = _files(1, seed=28)[0]
+    evil = {**good, "file_id": bad_id or good["file_id"], "id": bad_id or good["file_id"],
+            "file_name": bad_name or good["file_name"]}
+    out = tmp_path / "deep" / "data"
+    out.mkdir(parents=True)
+    with GDCStandin([evil], []) as server:
+        server.content[evil["file_id"]] = good["content"]
+        with pytest.raises(gdc.UnsafeRecord, match="refused"):  # an API record
+            gdc.query_files("TCGA-BRCA", ["slides"], server.base_url)
+        with pytest.raises(gdc.UnsafeRecord, match="refused"):  # a manifest row
+            gdc.download(_manifest([evil]), out, server.base_url, **FAST)
+        with pytest.raises(gdc.UnsafeRecord, match="refused"):  # and the download itself
+            gdc.download_file(evil["file_id"], evil["file_name"], evil["md5sum"], evil["file_size"], out,
+                              server.base_url, **FAST)
+        assert not server.bytes_sent
+    assert [p for p in tmp_path.rglob("*") if p != out and p != out.parent] == []
+
+
+def test_stale_manifest_ids_are_counted_and_listed(tmp_path, caplog):
+    files, gone = _files(4, seed=29), _files(2, seed=30)
+    caplog.set_level(logging.WARNING, logger="preprocessing.gdc")
+    with GDCStandin(files, []) as server:
+        paths = gdc.fetch_cohort_metadata("TCGA-BRCA", ["slides"], tmp_path, server.base_url,
+                                          only_ids=_manifest(files[:3] + gone))
+    assert sorted(pd.read_csv(paths["manifest"], sep="\t")["id"]) == sorted(f["file_id"] for f in files[:3])
+    stale = pd.read_csv(paths["stale_ids"], sep="\t")
+    assert sorted(stale["id"]) == sorted(f["file_id"] for f in gone) and list(stale.columns) == ["id", "filename"]
+    assert "2 of 5 file id(s) of the given manifest are not among" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. slide policy; clinical sex
+
+
+def test_only_primary_tumour_slides_are_fetched_the_others_counted(tmp_path):
+    rng = np.random.default_rng(31)
+    hits = []
+    for code in ("01", "06", "02", "11"):
+        fid = _uuid(rng)
+        case = f"TCGA-P{code}-0001"
+        hits.append(file_hit(fid, f"{case}-{code}Z-00-DX1.{fid.upper()}.svs", rng.bytes(50), "TCGA-BRCA", case,
+                             "Slide Image", samples=[f"{case}-{code}A"], **SLIDE_FIELDS))
+    with GDCStandin(hits, []) as server:
+        paths = gdc.fetch_cohort_metadata("TCGA-BRCA", ["slides"], tmp_path, server.base_url)
+        every = gdc.fetch_cohort_metadata("TCGA-BRCA", ["slides"], tmp_path / "all", server.base_url, slide_codes=None)
+    assert list(pd.read_csv(paths["manifest"], sep="\t")["id"]) == [hits[0]["file_id"]]
+    assert len(pd.read_csv(every["manifest"], sep="\t")) == 4
+    slides = slides_of(read_inventory(paths["sample_sheet"], paths["manifest"], tmp_path)).set_index("file_id")
+    skipped = slides[slides["download_status"] == "skipped"]
+    assert len(slides) == 4 and len(skipped) == 3
+    assert skipped.loc[hits[1]["file_id"], "download_reason"] == \
+        "slide policy: sample type 06 (Metastatic); only 01 is used"
+
+
+def test_clinical_row_reads_sex_at_birth_or_gender():
+    new = gdc.clinical_row({"submitter_id": "A", "demographic": {"sex_at_birth": "female", "gender": "male"}})
+    old = gdc.clinical_row({"submitter_id": "B", "demographic": {"gender": "male"}})
+    assert (new["sex_at_birth"], old["sex_at_birth"]) == ("female", "male")
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. the stand-in answers fields, expand and unknown fields as the GDC does
+
+
+def test_stand_in_honours_fields_and_expand_and_refuses_unknown_fields():
+    import requests
+
+    rng = np.random.default_rng(32)
+    hit = star_counts_hits(_uuid(rng), _uuid(rng), "TCGA-S1-0001", "TCGA-BRCA", b"abc")[0]
+    case = {"submitter_id": "TCGA-S1-0001", "case_id": "c1", "project": {"project_id": "TCGA-BRCA"},
+            "demographic": {"vital_status": "Alive", "sex_at_birth": "female"},
+            "diagnoses": [{"days_to_last_follow_up": 5}]}
+    with GDCStandin([hit], [case]) as server:
+        def post(endpoint, **body):
+            return requests.post(f"{server.base_url}/{endpoint}", json=body, timeout=10)
+
+        got = post("files", fields="file_name,cases.samples.tissue_type").json()["data"]["hits"][0]
+        assert got == {"id": hit["file_id"], "file_name": hit["file_name"],
+                       "cases": [{"samples": [{"tissue_type": "Tumor"}]}]}
+        case_hit = post("cases", fields="submitter_id", expand="demographic").json()["data"]["hits"][0]
+        assert case_hit["demographic"] == case["demographic"] and "diagnoses" not in case_hit
+        plain = post("files").json()["data"]["hits"][0]
+        assert "cases" not in plain and plain["md5sum"] == hit["md5sum"]  # no fields: the top-level values
+        for body in ({"fields": "file_name,cases.favourite_colour"}, {"expand": "aliquots"},
+                     {"filters": {"op": "in", "content": {"field": "files.colour", "value": ["x"]}}}):
+            refused = post("files", **body)
+            assert refused.status_code == 400 and "Unrecognized" in refused.json()["message"]
+        with pytest.raises(gdc.GDCError, match=r"HTTP 400\): Unrecognized field 'files.colour'"):
+            list(gdc._hits("files", {"op": "in", "content": {"field": "files.colour", "value": ["x"]}},
+                           ["file_id"], server.base_url, 10))
+        assert post("files", filters={"op": "in", "content": {"field": "files.access", "value": ["open"]}}
+                    ).json()["data"]["pagination"]["total"] == 1  # the endpoint prefix is accepted

@@ -1,4 +1,5 @@
-"""preprocessing.inventory: the GDC sample sheet joined with the manifest, and clear errors."""
+"""preprocessing.inventory: the GDC sample sheet (both portal layouts) joined with the manifest, clear
+errors, files the download step failed or skipped, the slide policy and the CNV pipeline choice."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from preprocessing.inventory import RNA_TYPE, SLIDE_TYPE, read_inventory, read_manifest, rna_files_of, slide_id, slides_of
+from preprocessing.inventory import (RNA_TYPE, SLIDE_TYPE, cnv_workflow_of, not_usable, prefer_cnv_workflow,
+                                     read_inventory, read_manifest, rna_files_of, slide_id, slide_policy, slides_of)
+from preprocessing.omics import CNV_TYPE
 
 
 def test_inventory_of_the_generated_cohort(demo_cohort, demo_files):
@@ -120,3 +123,88 @@ def test_missing_file_is_file_not_found(tiny):
     tmp_path, sheet, _ = tiny
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         read_inventory(_write(sheet, tmp_path / "s.tsv"), tmp_path / "nope.txt", "/data")
+
+
+# ---------------------------------------------------------------------------------------------
+# the portal's sample sheet before 2025 and since 2.4.0; what the download step marks
+
+
+def _portal_hits():
+    from gdc_standin import cnv_hit, file_hit
+
+    slide = file_hit("1" * 8 + "-0000-4000-8000-" + "1" * 12, "TCGA-AA-0001-01Z-00-DX1.X.svs", b"s", "TCGA-X",
+                     "TCGA-AA-0001", SLIDE_TYPE, data_category="Biospecimen")
+    met = file_hit("2" * 8 + "-0000-4000-8000-" + "2" * 12, "TCGA-AA-0002-06Z-00-DX1.Y.svs", b"m", "TCGA-X",
+                   "TCGA-AA-0002", SLIDE_TYPE, samples=["TCGA-AA-0002-06A"], data_category="Biospecimen")
+    cnv = cnv_hit("3" * 8 + "-0000-4000-8000-" + "3" * 12, "TCGA-AA-0001", "TCGA-X", "ASCAT2", b"c")
+    return [slide, met, cnv]
+
+
+@pytest.mark.parametrize("layout", ["pre-2025", "2.4.0"])
+def test_both_portal_layouts_give_the_same_inventory(tmp_path, layout):
+    from gdc_standin import portal_sample_sheet
+
+    hits = _portal_hits()
+    sheet = _write(portal_sample_sheet(hits, layout), tmp_path / "sheet.tsv")
+    assert ("Sample Type" in sheet.read_text()) == (layout == "pre-2025")
+    manifest = _write(pd.DataFrame({"id": [h["file_id"] for h in hits], "filename": [h["file_name"] for h in hits],
+                                    "md5": [h["md5sum"] for h in hits], "size": [h["file_size"] for h in hits],
+                                    "state": "released"}), tmp_path / "m.txt")
+    files = read_inventory(sheet, manifest, "/data").set_index("file_name")
+    assert files["sample_type"].to_dict() == {"TCGA-AA-0001-01Z-00-DX1.X.svs": "Primary Tumor",
+                                              "TCGA-AA-0002-06Z-00-DX1.Y.svs": "Metastatic",
+                                              hits[2]["file_name"]: "Blood Derived Normal"}  # first of the pair
+    assert files.loc[hits[2]["file_name"], "sample_id"] == "TCGA-AA-0001-10A"
+    if layout == "2.4.0":
+        assert files.loc["TCGA-AA-0002-06Z-00-DX1.Y.svs", "tumor_descriptor"] == "Metastatic"
+        assert files.loc["TCGA-AA-0001-01Z-00-DX1.X.svs", "preservation_method"] == "FFPE"
+    assert not files.attrs  # no download status: nothing set aside
+
+
+def test_sheet_without_either_layout_names_both(tiny):
+    tmp_path, sheet, manifest = tiny
+    path = _write(sheet.drop(columns=["Sample Type"]), tmp_path / "sheet.tsv")
+    with pytest.raises(ValueError) as err:
+        read_inventory(path, _write(manifest, tmp_path / "m.txt"), "/data")
+    assert str(path) in str(err.value) and "Sample Type" in str(err.value) and "Tumor Descriptor" in str(err.value)
+
+
+def test_failed_and_skipped_files_leave_the_table_and_stay_for_qc(tiny):
+    tmp_path, sheet, manifest = tiny
+    sheet = pd.concat([sheet, _sheet([["f3", "TCGA-AA-0003-06Z-00-DX1.Z.svs", "Biospecimen", SLIDE_TYPE, "P",
+                                       "TCGA-AA-0003", "TCGA-AA-0003-06A", "Metastatic"]])], ignore_index=True)
+    sheet["Download Status"] = ["failed", "ok", "skipped"]
+    sheet["Download Reason"] = ["HTTP 403: no", "", "slide policy: sample type 06"]
+    files = read_inventory(_write(sheet, tmp_path / "s.tsv"), _write(manifest, tmp_path / "m.txt"), "/data")
+    assert list(files["file_id"]) == ["f2"]  # f3 is not in the manifest: a skipped file need not be
+    gone = not_usable(files).set_index("file_id")
+    assert gone["download_status"].to_dict() == {"f1": "failed", "f3": "skipped"}
+    assert gone.loc["f1", "path"] == str(Path("/data") / "f1" / "TCGA-AA-0001-01Z-00-DX1.X.svs")
+    assert list(slides_of(files)["file_id"]) == ["f1", "f3"] and slides_of(files, usable_only=True).empty
+    assert list(rna_files_of(files)["file_id"]) == ["f2"]
+    assert pd.concat([files, files]).attrs == files.attrs  # pandas can still compare (and carry) them
+
+
+def test_slide_policy_and_cnv_preference():
+    files = pd.DataFrame({
+        "file_id": ["s1", "s2", "s3", "c1", "c2", "c3", "c4"],
+        "file_name": ["a.svs", "b.svs", "c.svs", "x.ascat2.gene_level_copy_number.v36.tsv",
+                      "x.ascat3.gene_level_copy_number.v36.tsv", "y.absolute_liftover.gene_level_copy_number.v36.tsv",
+                      "z.wgs.ascat.gene_level.copy_number_variation.tsv"],
+        "data_type": [SLIDE_TYPE] * 3 + [CNV_TYPE] * 4,
+        "case_id": ["TCGA-A-1", "TCGA-A-1", "CPTAC-9", "TCGA-A-1", "TCGA-A-1", "TCGA-B-2", "TCGA-C-3"],
+        "sample_id": ["TCGA-A-1-01A", "TCGA-A-1-11A", "C3L-9", "TCGA-A-1-01A", "TCGA-A-1-01A", "TCGA-B-2-01A",
+                      "TCGA-C-3-01A"],
+        "sample_type": ["Primary Tumor", "Solid Tissue Normal", "Primary Tumor"] + ["Primary Tumor"] * 4})
+    kept, skipped = slide_policy(files, ["01"])
+    assert list(skipped["file_id"]) == ["s2"]
+    assert "sample type 11 (Solid Tissue Normal)" in skipped["download_reason"].iloc[0]
+    assert "s3" in set(kept["file_id"])  # not a TCGA barcode: its sample type says primary
+    assert len(slide_policy(files, None)[0]) == 7
+    assert [cnv_workflow_of(n) for n in files["file_name"][3:]] == ["ASCAT2", "ASCAT3", "ABSOLUTE LiftOver", "AscatNGS"]
+    chosen, other = prefer_cnv_workflow(files, ["ASCAT3", "ASCAT2", "ABSOLUTE LiftOver"])
+    assert set(chosen["file_id"]) == {"s1", "s2", "s3", "c2", "c3"}
+    assert other.set_index("file_id")["reason"].to_dict() == {
+        "c1": "CNV pipeline ASCAT2 not preferred for this case",
+        "c4": "CNV pipeline AscatNGS not in cnv_workflows ['ASCAT3', 'ASCAT2', 'ABSOLUTE LiftOver']"}
+    assert set(prefer_cnv_workflow(files, ["AscatNGS", "ASCAT2"])[0]["file_id"]) == {"s1", "s2", "s3", "c1", "c4"}

@@ -1,6 +1,8 @@
 # Reads the cohorts (inline `cohorts:` blocks and one YAML file per cohort in `cohort_files:`),
 # validates them and the config, and gives the other rules their inputs. A cohort with
-# `source: gdc` learns its files at run time from the `gdc_manifest` and `download` checkpoints.
+# `source: gdc` learns its files at run time from the `gdc_manifest` checkpoint; each file is then
+# fetched by its own `gdc_file` checkpoint job (download.smk), so that a slide's jobs start as soon
+# as it arrived, and a file that could not be fetched leaves only itself out.
 # A `porpoise_table:` (a PORPOISE/MCAT *_all_clean.csv[.zip]) stands for the cohort's rna, cnv and
 # mutations `omics_tables` and its `clinical_table`, which rule porpoise_<cohort> writes under tables/.
 import os
@@ -9,8 +11,12 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.io import checkpoint_target
+from snakemake.logging import logger
 from snakemake.utils import validate
 
+from preprocessing.gdc import (DEFAULT_CNV_WORKFLOWS, DEFAULT_SLIDE_CODES, download_plan, free_bytes, plan_summary,
+                               space_needed, token_source)
 from preprocessing.inventory import read_inventory, rna_files_of, slides_of
 from preprocessing.tabular import porpoise_modalities
 
@@ -21,12 +27,16 @@ SCHEMAS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).paren
 RESULTS = config["results"]
 ENCODER = config["features"]["encoder"]
 GDC_DEFAULTS = {"base_url": "https://api.gdc.cancer.gov", "page_size": 500, "workers": 4, "retries": 5,
-                "backoff_s": 2.0, "timeout_s": 120.0}
+                "backoff_s": 2.0, "timeout_s": 120.0, "verify_present_md5": True, "access": ["open"],
+                "token_file": None, "space_margin": 0.1, "progress_s": 30.0}
+# config `gdc:` (all GDC cohorts): where files go, downloads at once, the token file
+GDC = {"data_root": "data/gdc", "connections": 4, "token_file": None, **(config.get("gdc") or {})}
 
 
 def _load_cohorts():
-    """name -> cohort settings; a GDC cohort's sample sheet, manifest and clinical TSV are the
-    `gdc_manifest` checkpoint's outputs, its files go to `data_dir` (default results/{cohort}/gdc/files)."""
+    """name -> cohort settings; a GDC cohort's manifest, clinical TSV and queried sample sheet are the
+    `gdc_manifest` checkpoint's outputs, its `sample_sheet` (with each file's download status) the
+    `download` checkpoint's; its files go to `data_dir` (default {gdc.data_root}/{cohort}, outside results/)."""
     found = {name: (dict(c), f"config cohorts.{name}") for name, c in (config.get("cohorts") or {}).items()}
     for path in config.get("cohort_files") or []:
         if not os.path.isfile(path):
@@ -52,11 +62,18 @@ def _load_cohorts():
         if c["source"] == "gdc":
             meta = f"{RESULTS}/{name}/gdc"
             c["gdc"] = {**GDC_DEFAULTS, **(c.get("gdc") or {})}
+            c["gdc"]["token_file"] = c["gdc"]["token_file"] or GDC["token_file"]
             c.setdefault("kinds", ["slides", "rna"])
+            c.setdefault("cnv_workflows", list(DEFAULT_CNV_WORKFLOWS))
+            c.setdefault("slide_sample_codes", list(DEFAULT_SLIDE_CODES))
             c["given_manifest"] = c.get("manifest")
-            c.update(sample_sheet=f"{meta}/gdc_sample_sheet.tsv", manifest=f"{meta}/gdc_manifest.txt",
-                     clinical=f"{meta}/clinical.tsv", downloaded=f"{meta}/download.tsv")
-            c["data_dir"] = c.get("data_dir") or f"{meta}/files"
+            c.update(query_sheet=f"{meta}/gdc_sample_sheet.tsv", sample_sheet=f"{meta}/sample_sheet.tsv",
+                     manifest=f"{meta}/gdc_manifest.txt", clinical=f"{meta}/clinical.tsv",
+                     downloaded=f"{meta}/download.tsv", records=f"{meta}/records")
+            c["data_dir"] = c.get("data_dir") or f"{GDC['data_root']}/{name}"
+            if "controlled" in c["gdc"]["access"] and token_source(c["gdc"]["token_file"]) is None:
+                raise WorkflowError(f"{source}: cohort {name!r} asks for controlled data (gdc.access) but no GDC "
+                                    "token is given: set gdc.token_file, or the GDC_TOKEN_FILE environment variable")
         if c.get("porpoise_table"):
             _porpoise_tables(name, c, source)
         cohorts[name] = c
@@ -122,6 +139,63 @@ INVENTORY = _Inventories({c: _read_inventory(c) for c in COHORTS
 SLIDES = {}
 
 
+if GDC_COHORTS and "gdc_connections" not in workflow.global_resources:  # --resources gdc_connections=N wins
+    # bounds the gdc_file jobs (resources: gdc_connections=1) running at once, locally or on SLURM
+    getattr(workflow, "register_resource", workflow.global_resources.__setitem__)("gdc_connections",
+                                                                                 int(GDC["connections"]))
+GDC_FILES, GDC_SLIDES, GDC_STATES = {}, {}, {}
+
+
+def gdc_files(cohort):
+    """A GDC cohort's files as queried, by file id: all of them to be fetched. Waits for (joins the
+    DAG with) its `gdc_manifest` checkpoint; prints the download plan the first time."""
+    if cohort not in GDC_FILES:
+        checkpoints.gdc_manifest.get(cohort=cohort)
+        c = COHORT_CONFIG[cohort]
+        files = read_inventory(c["query_sheet"], c["manifest"], c["data_dir"])
+        plan = download_plan(files)
+        logger.info(f"cohort {cohort}: " + plan_summary(plan, c["data_dir"], free_bytes(c["data_dir"]),
+                                                         space_needed(plan, c["gdc"]["space_margin"])))
+        GDC_FILES[cohort] = files.set_index("file_id", drop=False)
+        GDC_SLIDES[cohort] = slides_of(files, usable_only=True).set_index("slide_id")
+    return GDC_FILES[cohort]
+
+
+def gdc_record(cohort, file_id):
+    """What the `gdc_file` job of one file writes: its download record."""
+    return f"{COHORT_CONFIG[cohort]['records']}/{file_id}.tsv"
+
+
+def gdc_file_state(cohort, file_id):
+    """ok / failed once the file's `gdc_file` checkpoint is done (in this run or an earlier one),
+    None while it is still to run. Read from its record, once."""
+    record = gdc_record(cohort, file_id)
+    if record not in GDC_STATES:
+        if record not in checkpoints.created_output:  # Snakemake's set of finished checkpoint outputs
+            return None
+        import pandas as pd
+
+        status = pd.read_csv(record, sep="\t", dtype=str, keep_default_na=False)["status"].iloc[0]
+        GDC_STATES[record] = "failed" if status == "failed" else "ok"
+    return GDC_STATES[record]
+
+
+def _gdc_per_slide(cohort, pattern):
+    """``pattern`` for every slide of a GDC cohort fetched so far; the record (a checkpoint target,
+    so the job is re-evaluated when it is written) of every slide still to fetch; nothing for a
+    slide that could not be fetched."""
+    gdc_files(cohort)
+    slides = GDC_SLIDES[cohort]
+    ready, pending = [], []
+    for sid, fid in zip(slides.index, slides["file_id"]):
+        state = gdc_file_state(cohort, fid)
+        if state == "ok":
+            ready.append(sid)
+        elif state is None:
+            pending.append(checkpoint_target(gdc_record(cohort, fid)))
+    return expand(pattern, cohort=cohort, slide=ready, encoder=ENCODER) + pending
+
+
 def inventory(cohort):
     """The cohort's files (empty for a cohort without a sample sheet)."""
     files = INVENTORY.get(cohort)
@@ -135,10 +209,18 @@ def _no_files():
 
 
 def slides(cohort):
-    """The cohort's slides indexed by slide id."""
+    """The cohort's slides indexed by slide id (of a GDC cohort: those fetched, once all were tried)."""
     if cohort not in SLIDES:
-        SLIDES[cohort] = slides_of(inventory(cohort)).set_index("slide_id")
+        SLIDES[cohort] = slides_of(inventory(cohort), usable_only=True).set_index("slide_id")
     return SLIDES[cohort]
+
+
+def _slide(cohort, slide):
+    """One slide's row; for a GDC cohort from its query, so that its jobs need not wait for the others."""
+    if cohort in GDC_COHORTS:
+        gdc_files(cohort)
+        return GDC_SLIDES[cohort].loc[slide]
+    return slides(cohort).loc[slide]
 
 
 wildcard_constraints:
@@ -151,12 +233,21 @@ def cohort_config(wildcards):
 
 
 def slide_path(wildcards):
-    return slides(wildcards.cohort).loc[wildcards.slide, "path"]
+    """The slide's file; of a GDC cohort once its `gdc_file` job fetched it (an error if it could not)."""
+    row = _slide(wildcards.cohort, wildcards.slide)
+    if wildcards.cohort in GDC_COHORTS:
+        state = gdc_file_state(wildcards.cohort, row["file_id"])
+        if state is None:
+            checkpoints.gdc_file.get(cohort=wildcards.cohort, file_id=row["file_id"])
+        elif state == "failed":
+            raise WorkflowError(f"slide {wildcards.slide} could not be downloaded: see "
+                                f"{gdc_record(wildcards.cohort, row['file_id'])}")
+    return row["path"]
 
 
 def slide_mpp_override(wildcards):
     """µm/px for a slide whose metadata lacks it: the sample sheet's ``mpp`` column, else the cohort's."""
-    slide = slides(wildcards.cohort).loc[wildcards.slide]
+    slide = _slide(wildcards.cohort, wildcards.slide)
     if "mpp" in slide and str(slide["mpp"]).strip() not in ("", "nan", "None"):
         return float(slide["mpp"])
     return cohort_config(wildcards).get("mpp_fallback")
@@ -177,8 +268,13 @@ def cohort_slides(wildcards):
 
 
 def per_slide(pattern):
-    """Input function: ``pattern`` expanded over every slide of the job's cohort."""
-    return lambda wildcards: expand(pattern, cohort=wildcards.cohort, slide=cohort_slides(wildcards), encoder=ENCODER)
+    """Input function: ``pattern`` expanded over every slide of the job's cohort (of a GDC cohort: as
+    the slides arrive, see `_gdc_per_slide`)."""
+    def paths(wildcards):
+        if wildcards.cohort in GDC_COHORTS:
+            return _gdc_per_slide(wildcards.cohort, pattern)
+        return expand(pattern, cohort=wildcards.cohort, slide=cohort_slides(wildcards), encoder=ENCODER)
+    return paths
 
 
 def all_folds():

@@ -94,6 +94,7 @@ rule cnv:
         matrix=f"{RESULTS}/{{cohort}}/omics/cnv.parquet",
         genes=f"{RESULTS}/{{cohort}}/omics/cnv_genes.tsv",
         set_aside=f"{RESULTS}/{{cohort}}/omics/cnv_set_aside.tsv",
+        workflows=f"{RESULTS}/{{cohort}}/omics/cnv_workflows.tsv",  # the copy-number pipeline used per case
     wildcard_constraints:
         cohort=gdc_cohorts("cnv"),
     log:
@@ -102,6 +103,7 @@ rule cnv:
         "Collecting gene-level copy number of cohort {wildcards.cohort}"
     params:
         data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
+        cnv_workflows=lambda wildcards: cohort_config(wildcards).get("cnv_workflows", DEFAULT_CNV_WORKFLOWS),
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
