@@ -7,7 +7,7 @@ DEMO_DIR ?= data/demo
 DEMO_CASES ?= 80
 CORES ?= 2
 
-.PHONY: demo test install demo-data clean-demo
+.PHONY: demo test install demo-data clean-demo view
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+# OpenSeadragon for the slide viewer, from the npm registry (package-lock.json), never kept in the repo
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
 
 # oracle.json is written last, so its presence means the cohort is complete.
 $(DEMO_DIR)/oracle.json: | $(VENV)/.installed
@@ -30,6 +35,11 @@ demo: install demo-data
 
 test: install
 	$(VENV)/bin/pytest -q
+
+# the zoomable viewer of a finished cohort (also written by the pipeline): make view COHORT=demo
+COHORT ?= demo
+view: install
+	$(VENV)/bin/healnet view results/$(COHORT)
 
 clean-demo:
 	rm -rf $(DEMO_DIR) results .snakemake

@@ -19,6 +19,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/omics.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/viewer.smk"
 
 
 rule all:
@@ -27,4 +28,5 @@ rule all:
         expand(rules.qc.output.slides, cohort=COHORTS),
         expand(rules.qc.output.cases, cohort=COHORTS),
         attention_targets(),
+        viewer_targets(),
     default_target: True

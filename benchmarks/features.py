@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/features.py [--encoder demo-cnn resnet50] [--size 10000] [--large 60000]
         [--limit 0 256] [--batch 64] [--workers 0 1] [--threads 2] [--repeats 3] [--rss-patches 1500]
+        [--stain none macenko]
 
 For each encoder and each (torch threads, DataLoader workers) setting it prints, in one run:
 
@@ -9,7 +10,11 @@ For each encoder and each (torch threads, DataLoader workers) setting it prints,
   resize, normalise, encode, write, rename), i.e. one :func:`extract_features` call;
 * ``forward``: patches/s of the same encoder on tensors already in memory (on the GPU, with
   bf16 autocast, when there is one), same batch size and patch count;
-* ``ratio`` = full / forward (target on a 2-core CPU: ≥ 0.9).
+* ``ratio`` = full / forward (target on a 2-core CPU: ≥ 0.9; with stain normalisation ≥ 0.8).
+
+``--stain`` repeats the full stage for each stain normalisation (``none``, ``macenko``,
+``vahadane``, ``reinhard``), each normalising to a target fitted on a 64-patch mosaic of the
+slide (:func:`preprocessing.stain.cohort_mosaic`), so the table shows the stage with and without it.
 
 Every measurement runs in a fresh process, as a Snakemake job encodes one slide (a process that
 already ran the encoder has a large heap, which forked DataLoader workers would share
@@ -189,7 +194,7 @@ class PeakRss:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement in this fresh process; prints a JSON line."""
-    kind, slide, h5, out, weights, n = args.child
+    kind, slide, h5, out, weights, n, target = args.child
     torch.set_num_threads(args.threads[0])
     keep_freed_memory()  # as extract_features does on the CPU, so that forward-only runs alike
     weights = weights or None
@@ -199,7 +204,7 @@ def child(args: argparse.Namespace) -> None:
     with PeakRss() if kind == "rss" else nullcontext() as rss:  # the sampler costs CPU: not in timed runs
         start = time.perf_counter()
         meta = extract_features(slide, h5, out, encoder=args.encoder[0], weights=weights, batch_size=args.batch,
-                                num_workers=args.workers[0])
+                                num_workers=args.workers[0], stain_target=target or None)
         seconds = time.perf_counter() - start
     rows = len(read_features(out)[0])
     assert rows == meta["n_patches"] == int(n)
@@ -208,10 +213,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def measure(kind: str, encoder: str, threads: int, workers: int, batch: int, slide: Path, h5: Path, out: Path,
-            weights: Path | None, n: int) -> dict:
+            weights: Path | None, n: int, target: Path | None = None) -> dict:
     run = subprocess.run([sys.executable, __file__, "--encoder", encoder, "--threads", str(threads), "--workers",
                           str(workers), "--batch", str(batch), "--child", kind, str(slide), str(h5), str(out),
-                          str(weights or ""), str(n)], capture_output=True, text=True, cwd=ROOT)
+                          str(weights or ""), str(n), str(target or "")], capture_output=True, text=True, cwd=ROOT)
     if run.returncode:
         raise RuntimeError(run.stderr[-3000:])
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -233,7 +238,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rss-patches", type=int, default=1500, help="patches of each RSS run, spread over the slide")
     p.add_argument("--cache", type=Path, default=Path("/tmp/healnet-bench"))
-    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    p.add_argument("--stain", nargs="+", default=["none", "macenko"],
+                   help="stain normalisations of the full stage: none, macenko, vahadane, reinhard")
+    p.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
@@ -242,32 +249,46 @@ def main() -> None:
     limits = args.limit if len(args.limit) == len(args.encoder) else args.limit[:1] * len(args.encoder)
     work = args.cache / "run"
     rows = []
+    targets = stain_targets(args.stain, slide, coords_h5(work / "mosaic.h5", coords, args.size), args.cache)
     for encoder, limit in zip(args.encoder, limits):
         weights = weights_for(encoder, args.cache)
         chosen = coords[:limit] if limit else coords
         h5 = coords_h5(work / f"{encoder}-{len(chosen)}.h5", chosen, args.size)
         for threads in args.threads:
             for workers in args.workers:
-                full, fwd = [], []
-                for _ in range(args.repeats):  # interleaved, so background load hits both alike
+                fwd, full = [], {m: [] for m in args.stain}
+                for _ in range(args.repeats):  # interleaved, so background load hits all alike
                     common = (encoder, threads, workers, args.batch, slide, h5, work / "out.zarr", weights, len(chosen))
                     fwd.append(measure("forward", *common)["rate"])
-                    full.append(measure("full", *common)["rate"])
-                rows.append((encoder, len(chosen), threads, workers, max(full), statistics.median(full), max(fwd),
-                             statistics.median(fwd)))
-                print(f"  {encoder} threads={threads} workers={workers}: full {max(full):.1f} forward {max(fwd):.1f} "
-                      "patches/s", flush=True)
+                    for method in args.stain:
+                        full[method].append(measure("full", *common, targets.get(method))["rate"])
+                for method in args.stain:
+                    rows.append((encoder, len(chosen), threads, workers, method, max(full[method]),
+                                 statistics.median(full[method]), max(fwd), statistics.median(fwd)))
+                    print(f"  {encoder} threads={threads} workers={workers} stain={method}: full "
+                          f"{max(full[method]):.1f} forward {max(fwd):.1f} patches/s", flush=True)
 
     print(f"\nthroughput, {args.size}² px slide at {MPP} µm/px, batch {args.batch}, best of {args.repeats} "
           f"(median), patches/s, each run a fresh process")
-    print(f"{'encoder':<10} {'patches':>7} {'threads':>7} {'workers':>7} {'full stage':>16} {'forward only':>16} "
-          f"{'ratio':>13}")
-    for enc, n, th, wk, full, full_med, fwd, fwd_med in rows:
-        print(f"{enc:<10} {n:>7} {th:>7} {wk:>7} {full:>7.1f} ({full_med:>6.1f}) {fwd:>7.1f} ({fwd_med:>6.1f}) "
-              f"{full / fwd:>5.2f} ({full_med / fwd_med:.2f})")
+    print(f"{'encoder':<10} {'patches':>7} {'threads':>7} {'workers':>7} {'stain':>8} {'full stage':>16} "
+          f"{'forward only':>16} {'ratio':>13}")
+    for enc, n, th, wk, method, full, full_med, fwd, fwd_med in rows:
+        print(f"{enc:<10} {n:>7} {th:>7} {wk:>7} {method:>8} {full:>7.1f} ({full_med:>6.1f}) {fwd:>7.1f} "
+              f"({fwd_med:>6.1f}) {full / fwd:>5.2f} ({full_med / fwd_med:.2f})")
 
     if args.large:
         peak_rss_table(args, work)
+
+
+def stain_targets(methods: list[str], slide: Path, h5: Path, cache: Path) -> dict[str, Path]:
+    """A target JSON per stain normalisation but ``none``, fitted on a 64-patch mosaic of the slide."""
+    from preprocessing.stain import cohort_mosaic, fit_target, write_target
+
+    out = {}
+    for method in (m for m in methods if m != "none"):
+        out[method] = cache / f"stain-{method}.json"
+        write_target(fit_target(method, cohort_mosaic([(str(slide), str(h5))], 64), "benchmark slide"), out[method])
+    return out
 
 
 def peak_rss_table(args: argparse.Namespace, work: Path) -> None:
@@ -282,7 +303,7 @@ def peak_rss_table(args: argparse.Namespace, work: Path) -> None:
             picked = all_coords[np.linspace(0, len(all_coords) - 1, k).round().astype(int)]
             h5 = coords_h5(work / f"rss-{side}.h5", picked, side)
             results.append((side, measure("rss", encoder, threads, workers, args.batch, path, h5,
-                                          work / f"rss-{side}.zarr", weights, k)))
+                                          work / f"rss-{side}.zarr", weights, k, None)))
         print(f"\npeak RSS, {encoder}, threads {threads}, workers {workers}, batch {args.batch}, "
               f"{args.rss_patches or 'all'} patches spread over the slide, fresh process per slide")
         print(f"{'slide px':>12} {'patches/s':>9} {'main MiB':>9} {'main+workers MiB':>17}")

@@ -17,6 +17,13 @@ tiles (Aperio, generic TIFF) are decoded straight from the file (:class:`JpegTil
 compositing costs 0.6 ms per 256² patch on top of the 0.2 ms decode.  The direct path is checked
 against OpenSlide byte for byte on each reader's first patch and falls back to it otherwise.
 
+Stain normalisation (``stain_target``, :mod:`preprocessing.stain`) is one more step on the
+device, between the uint8 batch and ``(x - mean) / std``: Macenko and Reinhard batched in torch,
+so it runs on the GPU with the encoder.  Each patch's status (normalised, or raw and why) and
+fitted stains go to ``stain_status`` and ``stain_fit`` beside ``features``, and the method, its
+target and the slide's median stain matrix to the ``stain_norm`` attribute.  Without it the store
+is byte for byte what it was before the option existed.
+
 Threads and workers: on the CPU the encoder's intra-op threads should take every core and the
 main process should read (``num_workers=0``): a worker process (or thread) only competes with
 the encoder for the same cores; on 2 cores the full stage then runs at 0.91× (demo-cnn) and
@@ -63,6 +70,8 @@ from tqdm import tqdm
 
 from .encoders import ENCODERS, build_encoder
 from .slides import SlideError, best_level, open_slide
+from .stain import StainNormaliser, read_target
+from .stain import summary as stain_summary
 from .tiling import read_coords
 
 log = logging.getLogger(__name__)
@@ -301,37 +310,48 @@ def _rows_done(tmp: Path, fingerprint: dict) -> int:
     return 0
 
 
-def _create_store(path: Path, coords: np.ndarray, dim: int, dtype: str, chunk: int) -> zarr.Group:
-    """An empty ``features`` array (N × ``dim``) beside ``coords`` (N × 2), both in chunks of ``chunk`` rows."""
+def _create_store(path: Path, coords: np.ndarray, dim: int, dtype: str, chunk: int,
+                  stain: StainNormaliser | None = None) -> zarr.Group:
+    """An empty ``features`` array (N × ``dim``) beside ``coords`` (N × 2), both in chunks of ``chunk`` rows;
+    with stain normalisation also ``stain_status`` (N, uint8) and ``stain_fit`` (N × K float32) per patch."""
     root = zarr.open_group(str(path), mode="w")
     rows = max(1, min(len(coords), chunk))
     root.create_array("features", shape=(len(coords), dim), dtype=dtype, chunks=(rows, dim))
     root.create_array("coords", data=coords, chunks=(rows, 2))
+    if stain is not None:
+        root.create_array("stain_status", shape=(len(coords),), dtype="uint8", chunks=(rows,))
+        k = len(stain.columns)
+        root.create_array("stain_fit", shape=(len(coords), k), dtype="float32", chunks=(rows, k))
     return root
 
 
 class _ChunkWriter:
-    """Appends feature rows to ``root['features']`` one whole chunk at a time and records progress
-    (``_rows_done``) after each chunk, so a killed job can resume at the last complete chunk."""
+    """Appends rows to ``root[name]`` for each of ``names`` (``features``, and the per-patch stain
+    arrays when there are any) one whole chunk at a time and records progress (``_rows_done``)
+    after each chunk, so a killed job can resume at the last complete chunk."""
 
-    def __init__(self, root: zarr.Group, start: int, chunk_rows: int):
-        self.root, self.array = root, root["features"]
+    def __init__(self, root: zarr.Group, start: int, chunk_rows: int, names: tuple[str, ...] = ("features",)):
+        self.root, self.arrays = root, [root[name] for name in names]
         self.start = self.filled = start  # rows on disk; rows on disk + in the buffer
-        self.buffer = np.empty((chunk_rows, self.array.shape[1]), dtype=self.array.dtype)
+        self.buffers = [np.empty((chunk_rows, *a.shape[1:]), dtype=a.dtype) for a in self.arrays]
 
-    def append(self, rows: np.ndarray) -> None:
-        while len(rows):
+    def append(self, *columns: np.ndarray) -> None:
+        """Rows of every array, in the order of ``names``."""
+        done, n = 0, len(columns[0])
+        while done < n:
             at = self.filled - self.start
-            take = min(len(rows), len(self.buffer) - at)
-            self.buffer[at:at + take] = rows[:take]
+            take = min(n - done, len(self.buffers[0]) - at)
+            for buffer, rows in zip(self.buffers, columns):
+                buffer[at:at + take] = rows[done:done + take]
             self.filled += take
-            rows = rows[take:]
-            if self.filled - self.start == len(self.buffer):
+            done += take
+            if self.filled - self.start == len(self.buffers[0]):
                 self.flush()
 
     def flush(self) -> None:
         if self.filled > self.start:
-            self.array[self.start:self.filled] = self.buffer[:self.filled - self.start]
+            for array, buffer in zip(self.arrays, self.buffers):
+                array[self.start:self.filled] = buffer[:self.filled - self.start]
             self.start = self.filled
             self.root.attrs["_rows_done"] = self.start
             log.debug("%d rows written", self.start)
@@ -345,7 +365,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
                      encoder: str = "demo-cnn", weights: str | os.PathLike | None = None, batch_size: int = 64,
                      num_workers: int | None = None, device: str | torch.device | None = None, dtype: str = "float16",
                      seed: int = 0, autocast: str | None = "bfloat16", chunk_rows: int | None = None,
-                     prefetch_factor: int = 4) -> dict:
+                     prefetch_factor: int = 4, stain_target: str | os.PathLike | dict | None = None) -> dict:
     """Encode every patch of a slide; write ``features`` (N×D), ``coords`` (N×2, level-0 px) and attributes.
 
     ``batch_size`` patches go through the encoder at once; ``num_workers`` DataLoader processes read
@@ -353,6 +373,10 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
     the stored precision; ``autocast`` the CUDA compute precision (``bfloat16``, ``float16`` or
     ``None`` for float32; the CPU always computes in float32).  ``chunk_rows`` (rounded up to whole
     batches; default about 4096) is the Zarr chunk and the resume granularity.
+    ``stain_target`` (a target JSON written by :func:`preprocessing.stain.write_target`, or its
+    content) normalises each batch's stains on the device before the encoder
+    (:mod:`preprocessing.stain`); the store then has ``stain_status`` and ``stain_fit`` per patch
+    and a ``stain_norm`` attribute.  None: no normalisation, and no trace of it in the store.
     Returns the store's attributes.
     """
     spec = ENCODERS[encoder]
@@ -368,6 +392,10 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
     n, size0 = len(coords), int(attrs["patch_size_level0"])
     chunk = batch_size * max(1, -(-(chunk_rows or CHUNK_PATCHES) // batch_size))  # whole batches
     model, weights_id = build_encoder(encoder, weights, seed)
+    stain = None
+    if stain_target is not None:
+        target = stain_target if isinstance(stain_target, dict) else read_target(stain_target)
+        stain = StainNormaliser(target, dev)
     level, read_size = read_plan(slide_path, size0, spec.input_size) if n else (0, size0)
 
     meta = {
@@ -384,30 +412,40 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
                                         "read_level", "read_size", "n_patches")}
     fingerprint.update(chunk=chunk, coords_sha256=hashlib.sha256(np.ascontiguousarray(coords).tobytes()).hexdigest(),
                        slide_bytes=os.path.getsize(slide_path) if n else 0)
+    if stain is not None:
+        fingerprint["stain"] = {"target": stain.target, **stain.settings()}
 
     tmp = partial_path(out)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     start = _rows_done(tmp, fingerprint)
     try:
         if start == 0:
-            root = _create_store(tmp, coords, spec.dim, dtype, chunk)
+            root = _create_store(tmp, coords, spec.dim, dtype, chunk, stain)
             root.attrs.update({"_fingerprint": fingerprint, "_rows_done": 0})
         else:
             root = zarr.open_group(str(tmp), mode="r+")
             log.info("%s: resuming at patch %d of %d", Path(slide_path).name, start, n)
-        writer = _ChunkWriter(root, start, chunk)
+        names = ("features",) if stain is None else ("features", "stain_status", "stain_fit")
+        writer = _ChunkWriter(root, start, chunk, names)
         if start < n:
             dataset = SlidePatches(str(slide_path), coords, level, read_size, spec.input_size)
             _encode(model.to(dev), dataset, writer, start, batch_size=batch_size, num_workers=num_workers,
                     device=dev, autocast=autocast, prefetch_factor=prefetch_factor, spec=spec,
-                    desc=Path(slide_path).name[:40])
+                    desc=Path(slide_path).name[:40], stain=stain)
         writer.flush()
+        if stain is not None:
+            meta["stain_norm"] = stain_summary(stain.target, root["stain_status"][:], root["stain_fit"][:],
+                                               stain.settings())
+            _log_fallbacks(Path(slide_path).name, meta["stain_norm"])
         root.attrs.put(meta)  # the final attributes, without the resume bookkeeping
     except SlideError as err:  # an unreadable patch: the slide fails, the cohort goes on
         _remove(tmp)
         log.error("%s", err)
         meta.update(status="failed", reason=str(err), n_patches=0)
-        _create_store(tmp, coords[:0], spec.dim, dtype, chunk).attrs.put(meta)
+        if stain is not None:
+            meta["stain_norm"] = stain_summary(stain.target, np.zeros(0, np.uint8), np.zeros((0, len(stain.columns))),
+                                               stain.settings())
+        _create_store(tmp, coords[:0], spec.dim, dtype, chunk, stain).attrs.put(meta)
     except Exception:
         _remove(tmp)  # an error, not an interruption: nothing to resume
         raise
@@ -418,10 +456,18 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
     return meta
 
 
+def _log_fallbacks(slide: str, summary: dict) -> None:
+    if summary["n_fallback"]:
+        log.warning("%s: %d of %d patches encoded without stain normalisation (%s)", slide, summary["n_fallback"],
+                    summary["n_fallback"] + summary["n_normalised"],
+                    ", ".join(f"{k}: {v}" for k, v in summary["fallback"].items() if v))
+
+
 def _encode(model: torch.nn.Module, dataset: SlidePatches, writer: _ChunkWriter, start: int, *, batch_size: int,
             num_workers: int, device: torch.device, autocast: str | None, prefetch_factor: int, spec,
-            desc: str) -> None:
-    """Run the encoder over ``dataset[start:]`` and append its rows to ``writer``.
+            desc: str, stain: StainNormaliser | None = None) -> None:
+    """Run the encoder over ``dataset[start:]`` (stain-normalised first, where ``stain`` is given)
+    and append its rows to ``writer``.
 
     On CUDA the copy of batch k's output back to the host is waited for only after batch k+1
     was launched, so the GPU computes while the host writes."""
@@ -436,23 +482,27 @@ def _encode(model: torch.nn.Module, dataset: SlidePatches, writer: _ChunkWriter,
     with torch.inference_mode(), tqdm(total=len(dataset), initial=start, unit="patch", desc=desc,
                                       disable=None, mininterval=5) as bar:
         for batch in loader:
-            x = normalise(batch.to(device, non_blocking=cuda), mean, std)
+            x = batch.to(device, non_blocking=cuda)
+            extra = ()
+            if stain is not None:
+                x, status, fit = stain(x)
+                extra = (status.to("cpu", non_blocking=cuda), fit.to("cpu", non_blocking=cuda))
             with amp:
-                y = model(x)
-            y = y.float().to("cpu", non_blocking=cuda)  # pinned host memory when non-blocking
+                y = model(normalise(x, mean, std))
+            rows = (y.float().to("cpu", non_blocking=cuda), *extra)  # pinned host memory when non-blocking
             if cuda:
                 event = torch.cuda.Event()
                 event.record()
                 if pending is not None:
                     pending[1].synchronize()
-                    writer.append(pending[0].numpy())
-                pending = (y, event)
+                    writer.append(*(t.numpy() for t in pending[0]))
+                pending = (rows, event)
             else:
-                writer.append(y.numpy())
+                writer.append(*(t.numpy() for t in rows))
             bar.update(len(batch))
         if pending is not None:
             pending[1].synchronize()
-            writer.append(pending[0].numpy())
+            writer.append(*(t.numpy() for t in pending[0]))
 
 
 # ---------------------------------------------------------------------------------------------

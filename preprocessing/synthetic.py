@@ -8,6 +8,11 @@ rendered on its own by bilinear interpolation of those fields plus H&E-like colo
 and handed to tifffile one by one, so level 0 is never held in memory: a 40 000 × 40 000 px slide
 (0.25 µm/px) is written in well under a minute.
 
+Stain intensity is a parameter of the scene (per piece, or fading across one): the tissue's optical
+density relative to the glass is scaled by it, so ``stain=0.1`` gives pale pieces of HSV saturation
+≈ 10 of 255.  The glass may be bright or grey, and neutral artefacts (a coverslip-edge shadow,
+air-bubble rims) darken all three colours alike; tissue under them is still tissue.
+
 The truth is ``labels == TISSUE`` on the label grid: tissue under ink counts as *not* tissue
 (pen marks are excluded), dust specks are smaller than the minimum tissue area and lie on glass.
 It is saved beside the slide as ``{stem}.truth.png`` (0/255), ``{stem}.labels.png`` (class codes)
@@ -30,8 +35,11 @@ import tifffile
 from .demo import APERIO_HEAD
 from .io import atomic_path
 
-BACKGROUND, TISSUE, PEN, DUST = 0, 1, 2, 3  # label codes
+BACKGROUND, TISSUE, PEN, DUST, ARTEFACT = 0, 1, 2, 3, 4  # label codes; ARTEFACT: shadow or bubble on glass
 GLASS = (241, 241, 238)
+GREY_GLASS = (214, 214, 210)  # a slightly grey background (darker illumination, tinted mountant)
+STAINS = {"normal": 1.0, "light": 0.2, "faint": 0.1}  # optical density × this: HSV saturation ≈ 80, 18, 10
+BACKGROUNDS = {"bright": GLASS, "grey": GREY_GLASS}
 EOSIN = (232, 160, 200)
 HEMATOXYLIN = (95, 50, 140)
 # Colour of the light that an ink or a speck lets through (multiplied into what lies beneath).
@@ -48,11 +56,17 @@ class Scene:
 
     tissue: np.ndarray  # float32 (gh, gw)
     overlays: list[tuple[np.ndarray, tuple[int, int, int], int]] = field(default_factory=list)  # field, colour, label
+    stain: float | np.ndarray = 1.0  # tissue optical density × this (1: normal H&E); one value or per label px
+    glass: tuple[int, int, int] = GLASS  # colour of bare glass
+    shade: np.ndarray | None = None  # share of the light that neutral artefacts let through, per label px
 
     @property
     def labels(self) -> np.ndarray:
-        """Class of each label-grid pixel (its centre): ink over anything, dust on glass."""
+        """Class of each label-grid pixel (its centre): ink over anything, dust on glass, shadows and
+        bubble rims on glass (over tissue they are tissue)."""
         labels = np.where(self.tissue > 0, TISSUE, BACKGROUND).astype(np.uint8)
+        if self.shade is not None:
+            labels[(labels == BACKGROUND) & (self.shade < 0.9)] = ARTEFACT
         for f, _, code in sorted(self.overlays, key=lambda o: o[2] == PEN):  # pens drawn last
             labels[f > 0] = code
         return labels
@@ -115,8 +129,46 @@ def _curve(rng: np.random.Generator, start, end, bend: float, n: int = 200) -> n
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
+def _shade(rng: np.random.Generator, shape: tuple[int, int], um: float, shadow: bool, bubbles: int) -> np.ndarray:
+    """Light let through by neutral artefacts (label px; drawn with the long axis along x): a
+    coverslip-edge shadow along the top and left edges (a dark line 80–200 µm in, over a darkening
+    that fades within ~0.5 mm), and ``bubbles`` air bubbles of radius 150–400 µm with dark rims."""
+    H, W = shape
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    dark = np.zeros(shape, np.float32)  # optical density of the artefacts
+    if shadow:
+        d = np.minimum(yy, xx * 2) / um  # µm from the edge (the left edge's band is half as wide)
+        line = rng.uniform(80, 200)
+        dark += 0.6 * np.exp(-d / 150) + 0.9 * np.exp(-(((d - line) / 25) ** 2))
+    for _ in range(bubbles):
+        x, y, r = rng.uniform(0.05, 0.95) * W, rng.uniform(0.1, 0.9) * H, rng.uniform(150, 400) * um
+        dark += 0.7 * np.exp(-(((np.hypot(yy - y, xx - x) - r) / (15 * um)) ** 2))
+    return np.exp(-dark)
+
+
+def _stain_map(fields: list[np.ndarray], centres: list[tuple[float, float, float]], stains) -> float | np.ndarray:
+    """Stain intensity per label px: that of the piece (``fields``, ``centres``: x, y, radius)
+    whose field is highest there.  A piece's stain is a number, or a pair (left, right) that fades
+    linearly across it; one number for all pieces gives a number."""
+    stains = tuple(stains) if isinstance(stains, (tuple, list)) else (stains,) * len(fields)
+    if all(not isinstance(v, (tuple, list)) for v in stains) and len(set(stains)) == 1:
+        return float(stains[0])
+    if len(stains) != len(fields):
+        raise ValueError(f"{len(stains)} stain values for {len(fields)} tissue pieces")
+    owner = np.argmax(np.stack(fields), axis=0)
+    out = np.ones(owner.shape, np.float32)
+    xx = np.arange(owner.shape[1], dtype=np.float32)[None, :].repeat(owner.shape[0], 0)
+    for i, ((cx, _, r), v) in enumerate(zip(centres, stains)):
+        a, b = v if isinstance(v, (tuple, list)) else (v, v)
+        where = owner == i
+        out[where] = (a + (b - a) * np.clip((xx - cx + r) / (2 * r), 0, 1))[where]
+    return out
+
+
 def make_scene(rng: np.random.Generator, shape: tuple[int, int], label_mpp: float, *, pieces: int = 3,
-               holes: bool = True, pens: tuple[str, ...] = (), dust: int = 0, tissue: bool = True) -> Scene:
+               holes: bool = True, pens: tuple[str, ...] = (), dust: int = 0, tissue: bool = True,
+               stain: float | tuple = 1.0, glass: tuple[int, int, int] = GLASS, shadow: bool = False,
+               bubbles: int = 0) -> Scene:
     """A slide's scene on a label grid of ``shape`` at ``label_mpp`` µm/px.
 
     Pieces sit side by side along the long axis (on a slide 4 mm wide, each ≥ 0.3 mm², far above
@@ -124,13 +176,15 @@ def make_scene(rng: np.random.Generator, shape: tuple[int, int], label_mpp: floa
     minimum hole) and lie ≥ 80 µm from each other and from the outline.  A pen
     named in ``pens`` is a stroke 250–400 µm wide: the first crosses a tissue piece from the glass,
     a second is an arc around a piece, ``black`` a short marker line.  Dust specks (radius
-    10–60 µm, so < 12 000 µm²) lie on glass only."""
+    10–60 µm, so < 12 000 µm²) lie on glass only.  ``stain`` scales the tissue's optical density
+    (see :func:`_stain_map` for one value per piece), ``glass`` is the background colour, and
+    ``shadow`` and ``bubbles`` add neutral artefacts (:func:`_shade`)."""
     gh, gw = shape
     um = 1 / label_mpp  # label px per µm
     transpose = gh > gw
     H, W = (gw, gh) if transpose else (gh, gw)  # draw with the long axis along x
     t = np.full((H, W), -1e3, np.float32)
-    centres = []
+    centres, fields = [], []
     if tissue and pieces:
         cell = W / pieces
         for i in range(pieces):
@@ -138,13 +192,21 @@ def make_scene(rng: np.random.Generator, shape: tuple[int, int], label_mpp: floa
             cx, cy = cell * (i + 0.5) + rng.uniform(-0.05, 0.05) * cell, H / 2 + rng.uniform(-0.08, 0.08) * H
             n_holes = int(rng.integers(1, 3)) if holes else 0
             hole_r = max(120 * um, r * rng.uniform(0.12, 0.18))
-            t = np.maximum(t, _piece(rng, (H, W), cy, cx, r, n_holes, hole_r, gap=80 * um))
+            fields.append(_piece(rng, (H, W), cy, cx, r, n_holes, hole_r, gap=80 * um))
+            t = np.maximum(t, fields[-1])
             centres.append((cx, cy, r))
         t += 0.6 * _smooth_noise(rng, (H, W), max(2.0, 40 * um))  # rough outline, a few µm
-    scene = Scene(t.T.copy() if transpose else t)
+
+    def drawn(a):  # a field drawn with the long axis along x, in the scene's orientation
+        return a.T.copy() if transpose and isinstance(a, np.ndarray) else a
+
+    scene = Scene(drawn(t), stain=drawn(_stain_map(fields, centres, stain)) if fields else 1.0, glass=tuple(glass))
+
+    placed_fields = []  # the overlays as drawn (long axis along x)
 
     def add(f: np.ndarray, colour, code) -> None:
-        scene.overlays.append((f.T.copy() if transpose else f, colour, code))
+        placed_fields.append(f)
+        scene.overlays.append((drawn(f), colour, code))
 
     for k, name in enumerate(pens):
         width = rng.uniform(250, 400) * um
@@ -172,11 +234,13 @@ def make_scene(rng: np.random.Generator, shape: tuple[int, int], label_mpp: floa
                 break
             x, y, r = rng.uniform(0.03, 0.97) * W, rng.uniform(0.03, 0.97) * H, rng.uniform(10, 60) * um
             if t[int(y), int(x)] > -(r + 100 * um) or any(f[int(y), int(x)] > -(r + 100 * um)
-                                                          for f, _, _ in scene.overlays):
+                                                          for f in placed_fields):
                 continue  # on glass only, clear of tissue and ink
             colour = DUST_COLOURS[int(rng.integers(len(DUST_COLOURS)))]
             add(r - np.hypot(yy - y, xx - x), colour, DUST)
             placed += 1
+    if shadow or bubbles:  # after everything else: the other presets keep their random draws
+        scene.shade = drawn(_shade(rng, (H, W), um, shadow, bubbles))
     return scene
 
 
@@ -192,11 +256,12 @@ def _periodic_noise(rng: np.random.Generator, n: int, sigma: float) -> np.ndarra
     return f / (f.std() + 1e-12)
 
 
-def _textures(rng: np.random.Generator, mpp: float) -> tuple[np.ndarray, np.ndarray]:
+def _textures(rng: np.random.Generator, mpp: float, with_od: bool = False) -> tuple[np.ndarray, ...]:
     """Tissue and glass textures (uint8, ``TEXTURE`` px square) at ``mpp`` µm/px: eosin with
     hematoxylin nuclei (5–9 µm) where they are resolved, their mean colour where they are not,
     plus grain.  They wrap around (periodic stain, nuclei drawn across the edges), so a slide
-    paved with them shows no seams."""
+    paved with them shows no seams.  ``with_od`` adds the tissue's optical density relative to
+    :data:`GLASS` before the grain (float32), to restain it at another intensity."""
     n = TEXTURE
     glass = (np.uint8(GLASS) + rng.integers(-4, 5, (n, n, 3), dtype=np.int8)).astype(np.uint8)
     share = 0.18  # area share of nuclei
@@ -215,9 +280,10 @@ def _textures(rng: np.random.Generator, mpp: float) -> tuple[np.ndarray, np.ndar
     else:
         alpha = np.float32(share * 0.85)
     c = (np.float32(EOSIN) * (1 - alpha) + np.float32(HEMATOXYLIN) * alpha) * stain
+    od = -np.log(np.clip(c / np.float32(GLASS), 1e-3, 1)) if with_od else None
     c += rng.integers(-4, 5, (n, n, 3), dtype=np.int8)
     tissue = np.clip(c, 0, 255, out=c).astype(np.uint8)
-    return tissue, glass
+    return (tissue, glass, od) if with_od else (tissue, glass)
 
 
 def _interp(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,17 +306,32 @@ class _Renderer:
 
     def __init__(self, scene: Scene, mpp: float, label_mpp: float, seed: int):
         self.scene, self.mpp, self.f = scene, mpp, label_mpp / mpp  # level-0 px per label px
-        self.textures: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self.textures: dict[float, tuple] = {}
         self.seed = seed
+        self.stain_map = isinstance(scene.stain, np.ndarray)
+        self.restain = self.stain_map or scene.stain != 1 or tuple(scene.glass) != GLASS
 
-    def _bank(self, ds: float):
+    def _bank(self, ds: float) -> tuple:
+        """(tissue, glass) uint8 textures at ``ds``, and for a stain map the glass light (float32)
+        and tissue optical density that :meth:`region` restains with."""
         if ds not in self.textures:
-            self.textures[ds] = _textures(np.random.default_rng([self.seed, int(ds * 1000)]), self.mpp * ds)
+            rng = np.random.default_rng([self.seed, int(ds * 1000)])
+            if not self.restain:
+                self.textures[ds] = (*_textures(rng, self.mpp * ds), None, None)
+            else:  # the same grain, under this scene's glass; tissue lets through exp(-stain · od) of it
+                tissue, glass, od = _textures(rng, self.mpp * ds, with_od=True)
+                light = glass.astype(np.float32) + (np.float32(self.scene.glass) - np.float32(GLASS))
+                glass = np.clip(light + 0.5, 0, 255).astype(np.uint8)
+                if self.stain_map:
+                    self.textures[ds] = (None, glass, light, od)
+                else:
+                    tissue = np.clip(light * np.exp(-np.float32(self.scene.stain) * od) + 0.5, 0, 255).astype(np.uint8)
+                    self.textures[ds] = (tissue, glass, None, None)
         return self.textures[ds]
 
     def region(self, x0: int, y0: int, w: int, h: int, ds: float) -> np.ndarray:
         """RGB (h, w) of level px [x0, x0 + w) × [y0, y0 + h) of a level ``ds`` times coarser than level 0."""
-        tissue_tex, glass_tex = self._bank(ds)
+        tissue_tex, glass_tex, light_tex, od_tex = self._bank(ds)
         gh, gw = self.scene.tissue.shape
         # label-grid coordinates of the level px centres; the window holds every grid px they touch
         lx = (np.arange(x0, x0 + w) + 0.5) * ds / self.f - 0.5
@@ -263,6 +344,7 @@ class _Renderer:
         window = (slice(wy0, wy1), slice(wx0, wx1))
         t = self.scene.tissue[window]
         overlays = [(f, c) for f, c, _ in self.scene.overlays if f[window].max() > -half]
+        shade = self.scene.shade if self.scene.shade is not None and self.scene.shade[window].min() < 0.999 else None
         if x0 % TILE == 0 and y0 % TILE == 0 and (w, h) == (TILE, TILE):  # a tile: a view of the texture
             sy, sx = slice(y0 % TEXTURE, y0 % TEXTURE + TILE), slice(x0 % TEXTURE, x0 % TEXTURE + TILE)
 
@@ -274,9 +356,9 @@ class _Renderer:
             def tiled(tex: np.ndarray) -> np.ndarray:
                 return tex[iy][:, ix]
 
-        if not overlays and t.min() > half:
+        if not overlays and shade is None and t.min() > half and tissue_tex is not None:
             return tiled(tissue_tex)
-        if not overlays and t.max() < -half:
+        if not overlays and shade is None and t.max() < -half:
             return tiled(glass_tex)
         ys, xs = _interp(ly - wy0, wy1 - wy0), _interp(lx - wx0, wx1 - wx0)
         scale = self.f / ds  # level px per label px: edges are antialiased over one level px
@@ -284,11 +366,20 @@ class _Renderer:
         def alpha(f: np.ndarray) -> np.ndarray:
             return np.clip(_bilinear(f[window], ys, xs) * scale + 0.5, 0, 1)[..., None]
 
+        def sample(f: np.ndarray) -> np.ndarray:
+            return _bilinear(f[window], ys, xs)[..., None]
+
         a = alpha(self.scene.tissue)
         rgb = tiled(glass_tex).astype(np.float32)
-        rgb += a * (tiled(tissue_tex).astype(np.float32) - rgb)
+        if tissue_tex is None:  # a stain map: restain the tissue px by px
+            tissue = tiled(light_tex) * np.exp(-sample(self.scene.stain) * tiled(od_tex))
+        else:
+            tissue = tiled(tissue_tex).astype(np.float32)
+        rgb += a * (tissue - rgb)
         for f, colour in overlays:
             rgb *= 1 - alpha(f) * (1 - np.float32(colour) / 255)
+        if shade is not None:
+            rgb *= sample(shade)
         return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
     def tiles(self, width: int, height: int, ds: float) -> Iterator[np.ndarray]:
@@ -299,13 +390,22 @@ class _Renderer:
 
 
 def write_slide(path: str | os.PathLike, scene: Scene, size: tuple[int, int], mpp: float, label_mpp: float,
-                *, seed: int = 0, quality: int = 85, workers: int = 2) -> None:
+                *, seed: int = 0, quality: int = 85, workers: int = 2, pyramid: bool = True) -> None:
     """Write ``scene`` as an Aperio SVS (as :func:`preprocessing.demo.write_svs` lays it out:
     tiled JPEG levels at downsamples 1, 4, 16, 64, a stripped thumbnail as the second IFD,
-    ``MPP`` and ``AppMag`` in the descriptions), tile by tile; ``workers`` threads encode JPEG."""
+    ``MPP`` and ``AppMag`` in the descriptions), tile by tile; ``workers`` threads encode JPEG.
+    Without ``pyramid``: a generic tiled JPEG TIFF of level 0 alone, its µm/px in the resolution
+    tags (as some exports and OME-TIFFs without sub-resolutions are)."""
     path = Path(path)
     W, H = size
     renderer = _Renderer(scene, mpp, label_mpp, seed)
+    if not pyramid:
+        with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=W * H * 3 > 2**35) as tif:
+            tif.write(renderer.tiles(W, H, 1), shape=(H, W, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
+                      compression="jpeg", compressionargs={"level": quality}, maxworkers=workers,
+                      buffersize=16 << 20, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER",
+                      metadata=None, software=False)
+        return
     levels = [(-(-W // d), -(-H // d), d) for d in DOWNSAMPLES if d == 1 or max(W, H) // d >= TILE // 2]
     tds = max(W, H) / 768  # thumbnail IFD: at most 768 px on its long side
     tw, th = max(1, round(W / tds)), max(1, round(H / tds))
@@ -336,15 +436,37 @@ PRESETS: dict[str, dict] = {
     "blank": dict(tissue=False, dust=5),
     "pen_only": dict(tissue=False, pens=("blue", "green")),
 }
+# Each stain intensity on each background, with a pen stroke, dust, a coverslip-edge shadow and
+# bubbles: "faint_on_grey", ...; and "mixed_stain": a normal, a faint, and a piece fading from
+# normal to faint (faint tissue joined to a clear core).
+ARTEFACTS = dict(pieces=3, holes=True, pens=("blue",), dust=12, shadow=True, bubbles=4)
+STAIN_PRESETS = {f"{stain}_on_{bg}": dict(ARTEFACTS, stain=s, glass=colour)
+                 for stain, s in STAINS.items() for bg, colour in BACKGROUNDS.items()}
+STAIN_PRESETS["mixed_stain"] = dict(ARTEFACTS, stain=(1.0, STAINS["faint"], (1.0, STAINS["faint"])))
+PRESETS.update(STAIN_PRESETS)
+
+
+def _saturation(renderer: _Renderer, labels: np.ndarray, f: int) -> dict:
+    """HSV saturation (0–255) of the tissue as rendered at the truth grid (every k-th px of a large
+    one, so that at most 1024 are rendered along a side), away from its edges."""
+    k = -(-max(labels.shape) // 1024)
+    labels = labels[::k, ::k]
+    rgb = renderer.region(0, 0, labels.shape[1], labels.shape[0], f * k)
+    inner = cv2.erode((labels == TISSUE).view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    if not inner.any():
+        return {}
+    sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1][inner]
+    return {k: float(np.percentile(sat, q)) for k, q in (("p10", 10), ("median", 50), ("p90", 90))}
 
 
 def generate(path: str | os.PathLike, preset: str = "pen_marks", size: tuple[int, int] = (8192, 6144),
-             mpp: float = 0.5, *, seed: int = 0, label_mpp: float = 8.0, workers: int = 2,
+             mpp: float = 0.5, *, seed: int = 0, label_mpp: float = 8.0, workers: int = 2, pyramid: bool = True,
              **scene_args) -> SyntheticSlide:
     """Write slide ``path`` of a preset (see :data:`PRESETS`; ``scene_args`` override it) and its truth.
 
     ``size`` is level-0 (width, height) px at ``mpp`` µm/px; the truth grid is at ``label_mpp``
-    µm/px, so ``label_mpp / mpp`` must be an integer dividing both sides."""
+    µm/px, so ``label_mpp / mpp`` must be an integer dividing both sides.  ``pyramid=False``
+    writes level 0 alone as a generic tiled TIFF (see :func:`write_slide`)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     f = label_mpp / mpp
@@ -356,15 +478,16 @@ def generate(path: str | os.PathLike, preset: str = "pen_marks", size: tuple[int
     scene = make_scene(rng, (H // f, W // f), label_mpp, **(PRESETS[preset] | scene_args))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_slide(path, scene, (W, H), mpp, label_mpp, seed=seed, workers=workers)
+    write_slide(path, scene, (W, H), mpp, label_mpp, seed=seed, workers=workers, pyramid=pyramid)
     labels = scene.labels
     truth = labels == TISSUE
     px_mm2 = label_mpp**2 / 1e6
     meta = {"slide": path.name, "preset": preset, "seed": seed, "width": W, "height": H, "mpp": mpp,
             "truth_mpp": label_mpp, "truth_downsample": float(f),
-            "classes": {"background": BACKGROUND, "tissue": TISSUE, "pen": PEN, "dust": DUST},
+            "classes": {"background": BACKGROUND, "tissue": TISSUE, "pen": PEN, "dust": DUST, "artefact": ARTEFACT},
             **{f"{name}_area_mm2": round(float((labels == code).sum()) * px_mm2, 4)
-               for name, code in (("tissue", TISSUE), ("pen", PEN), ("dust", DUST))}}
+               for name, code in (("tissue", TISSUE), ("pen", PEN), ("dust", DUST), ("artefact", ARTEFACT))},
+            "tissue_saturation": _saturation(_Renderer(scene, mpp, label_mpp, seed), labels, f)}
     stem = path.parent / path.stem
     for suffix, image in ((".truth.png", truth.astype(np.uint8) * 255), (".labels.png", labels)):
         with atomic_path(f"{stem}{suffix}") as tmp:
@@ -385,8 +508,9 @@ def read_truth(slide_path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 
 
 def large_benchmark_slide(path: str | os.PathLike, size: int = 40_000, mpp: float = 0.25, *, seed: int = 0,
-                          workers: int = 2) -> SyntheticSlide:
+                          workers: int = 2, pyramid: bool = True, label_mpp: float = 8.0) -> SyntheticSlide:
     """A ``size`` × ``size`` px slide at ``mpp`` µm/px: three tissue pieces with holes, a blue pen
-    stroke through one of them, and a few dust specks."""
+    stroke through one of them, and a few dust specks; without ``pyramid``, level 0 alone in a
+    generic tiled TIFF.  ``label_mpp / mpp`` must divide ``size`` (5 µm for 30 000 px at 0.25)."""
     return generate(path, "pieces_with_holes", (size, size), mpp, seed=seed, workers=workers,
-                    pens=("blue",), dust=8)
+                    pens=("blue",), dust=8, pyramid=pyramid, label_mpp=label_mpp)

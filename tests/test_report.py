@@ -235,7 +235,9 @@ def test_snakemake_report_holds_the_figures(results, tmp_path):
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
-            page = p.chromium.launch().new_page(viewport={"width": 1280, "height": 900})
+            system = shutil.which("chromium")  # Debian's: Playwright's own browsers are never downloaded
+            page = p.chromium.launch(executable_path=system, args=["--no-sandbox"] if system else None).new_page(
+                viewport={"width": 1280, "height": 900})
             page.goto(html.as_uri())
             page.wait_for_timeout(2000)
             page.screenshot(path=str(shot))

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),  # skimage de
 SIZE, MPP = (8192, 6144), 0.5  # 4.1 × 3.1 mm; the truth grid (8 µm/px) is 512 × 384
 WITH_TISSUE = ("pieces_with_holes", "pen_marks", "dust")
 WITHOUT_TISSUE = ("blank", "pen_only")
+PRESETS = WITH_TISSUE + WITHOUT_TISSUE  # the stain presets have their own tests (test_faint_tissue.py)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -45,7 +46,7 @@ def runs(tmp_path_factory) -> dict:
     """Every preset generated (seed 1) and segmented with default parameters."""
     root = tmp_path_factory.mktemp("synthetic")
     out = {}
-    for preset in synthetic.PRESETS:
+    for preset in PRESETS:
         slide = synthetic.generate(root / f"{preset}.svs", preset, SIZE, MPP, seed=1)
         meta = segment_slide(slide.path, root / f"{preset}.geojson", root / f"{preset}.png")
         polygons, _ = read_tissue(root / f"{preset}.geojson")
@@ -84,7 +85,7 @@ def test_truth_files_describe_the_truth(runs):
     assert json.loads(slide.path.with_suffix(".truth.json").read_text()) == meta
 
 
-@pytest.mark.parametrize("preset", list(synthetic.PRESETS))
+@pytest.mark.parametrize("preset", PRESETS)
 def test_pixels_of_the_slide_match_its_labels(runs, preset):
     """Read back at 8 µm/px (level 2 here), away from edges: tissue is pink, glass is near white,
     ink is blue, green or black; judged by colour alone, not by the segmenter."""

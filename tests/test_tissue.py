@@ -310,3 +310,80 @@ def test_model_segmenter_on_an_image(tmp_path):
     assert _iou(segment_tissue(_image(shape, truth), MPP, params), truth) > 0.95
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         segment_tissue(_image(shape, truth), MPP, TissueParams(method="model", checkpoint=str(tmp_path / "missing.pt")))
+
+
+# ---------------------------------------------------------------------------------------------
+# faint tissue: thresholds judged from the slide
+
+
+def _faint(colour, strength: float, glass=(GLASS,) * 3) -> tuple[int, int, int]:
+    """``colour`` seen on ``glass`` with its optical density scaled by ``strength``."""
+    t = np.asarray(colour, float) / GLASS
+    return tuple(int(round(g * v**strength)) for g, v in zip(glass, t))
+
+
+def test_glass_colour_is_the_slides_brightest_mode():
+    """Tinted glass is found under a darker shadow band, tissue and a few white specks."""
+    from preprocessing.tissue import glass_colour
+
+    shape = (200, 260)
+    tint = (236, 233, 224)
+    img = _image(shape, _disc(shape, 100, 110, 60))
+    img[~_disc(shape, 100, 110, 60)] = tint
+    img[:, :30] = (150, 148, 142)  # a shadow: darker, same hue
+    img[5:8, 200:203] = 255  # specks brighter than glass
+    colour, glass_px = glass_colour(img, np.ones(shape, bool))
+    assert colour == pytest.approx(tint, abs=1)
+    assert not glass_px[:, :30].any() and not glass_px[_disc(shape, 100, 110, 55)].any()
+
+
+def test_very_faint_disc_is_found_where_a_floor_of_20_finds_nothing():
+    shape = (200, 240)
+    truth = _disc(shape, 100, 110, 60) & ~_disc(shape, 100, 110, 20)
+    colour = _faint(PINK, 0.11)  # HSV saturation ≈ 12 of 255
+    assert 8 <= cv2.cvtColor(np.uint8([[colour]]), cv2.COLOR_RGB2HSV)[0, 0, 1] <= 15
+    img = _image(shape, truth, colour)
+    assert _iou(segment_tissue(img, MPP), truth) > 0.9
+    assert not segment_tissue(img, MPP, TissueParams(core_chroma=20, edge_chroma=20)).any()
+
+
+def test_tissue_below_the_core_threshold_is_kept_only_joined_to_a_core():
+    """Hysteresis: a pale band (chroma between edge_chroma and core_chroma) that touches a normal
+    disc is tissue; the same band alone on the glass is not."""
+    shape = (200, 300)
+    disc = _disc(shape, 100, 80, 50)
+    band = np.zeros(shape, bool)
+    band[80:120, 125:260] = True  # 320 × 1080 µm: large enough to be a piece
+    pale = _faint(PINK, 0.06)  # chroma ≈ 6: above edge_chroma (5), never above core_chroma (8)
+    params = TissueParams()
+    joined = segment_tissue(_paint(shape, {PINK: disc, pale: band}, noise=1), MPP, params)
+    assert joined[band].mean() > 0.9 and joined[disc].mean() > 0.9
+    band_alone = band.copy()
+    band_alone[:, 125:140] = False  # a gap of 15 px = 120 µm to the disc
+    alone = segment_tissue(_paint(shape, {PINK: disc, pale: band_alone}, noise=1), MPP, params)
+    assert alone[disc].mean() > 0.9 and not alone[band_alone].any()
+
+
+def _paint(shape, colours: dict, noise: int = 3) -> np.ndarray:
+    """White glass with each mask painted in its colour, plus pixel noise of ± ``noise``."""
+    img = np.full((*shape, 3), GLASS, np.int16)
+    for colour, where in colours.items():
+        img[where] = colour
+    img += np.random.default_rng(0).integers(-noise, noise + 1, img.shape, dtype=np.int16)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_grey_background_shadows_and_bubbles_are_not_tissue():
+    """Neutral artefacts on grey glass: a coverslip-edge shadow and an air bubble's dark rim,
+    darker than the glass but of its colour, are not tissue; a faint disc beside them is."""
+    shape = (200, 300)
+    grey = (214, 214, 210)
+    disc = _disc(shape, 100, 200, 50)
+    img = _paint(shape, {_faint(PINK, 0.3, grey): disc, grey: ~disc}).astype(np.float32)
+    x = np.arange(shape[1], dtype=np.float32)
+    img *= (1 - 0.5 * np.exp(-x / 10) - 0.5 * np.exp(-(((x - 15) / 2) ** 2)))[None, :, None]  # shadow, left
+    r = np.hypot(*np.mgrid[0:shape[0], 0:shape[1]] - np.array([100, 80])[:, None, None])
+    img *= (1 - 0.5 * np.exp(-(((r - 35) / 2) ** 2)))[..., None]  # bubble rim, radius 280 µm
+    mask = segment_tissue(img.round().astype(np.uint8), MPP)
+    assert _iou(mask, disc) > 0.9
+    assert not mask[:, :140].any()

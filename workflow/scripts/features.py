@@ -8,4 +8,5 @@ with job_log(snakemake.log[0]):
     extract_features(snakemake.input.slide, snakemake.input.coords, snakemake.output.zarr,
                      encoder=snakemake.wildcards.encoder, weights=snakemake.params.weights,
                      batch_size=snakemake.params.batch_size, num_workers=snakemake.resources.get("num_workers"),
-                     dtype=snakemake.params.dtype, seed=snakemake.params.seed)
+                     dtype=snakemake.params.dtype, seed=snakemake.params.seed,
+                     stain_target=snakemake.input.stain_target[0] if snakemake.input.stain_target else None)
