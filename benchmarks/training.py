@@ -1,9 +1,22 @@
-"""HEALNet training throughput and memory with lazy bags read from float16 Zarr stores.
+"""HEALNet training throughput and memory with lazy bags read from float16 Zarr stores, and one
+training step against the published code's computation.
 
     .venv/bin/python benchmarks/training.py                      # default: ~5 min on 2 cores
     .venv/bin/python benchmarks/training.py --cases 500          # the issue's full setting (~20 GB of stores)
         [--patches 2000 20000] [--dim 1024] [--epochs 2] [--batch 4] [--threads 2]
         [--max-patches 0] [--no-recompute] [--cache DIR]
+    .venv/bin/python benchmarks/training.py --step               # ours against reference-style, ~1 min
+        [--patches 2000 8000] [--repeats 15] [--steps 2] [--dim 1024] [--batch 4] [--threads 2]
+
+``--step``: one training step (forward + backward + Adam, in-memory tensors, batch ``--batch``,
+``--threads`` threads) of HEALNet (``ours``, :mod:`healnet.model`) and of ``reference-style``
+(:class:`ReferenceStyle`, the computation of the published HEALNet code), both in the BLCA-tuned
+shape, with the same data, loss (NLL + L1) and optimiser.  The two alternate, ``--steps`` steps each,
+``--repeats`` times (the order flipped every repeat), so that other processes on the machine slow
+both alike; the table gives the median seconds per step and the median of the per-repeat ratios,
+in wall-clock and in CPU time (both threads; time spent waiting for a core is not counted).  Unless set,
+``OMP_WAIT_POLICY=PASSIVE`` (before torch loads): with spinning OpenMP threads on a busy machine the
+step time measures the scheduler, not the computation.
 
 For each bag size (``--patches``) it generates ``--cases`` cases, one float16 Zarr store each
 (``--dim`` channels, chunks of 4096 rows as the feature stage writes them; cached in ``--cache``),
@@ -11,8 +24,7 @@ then, in a fresh process per measurement (so that peak RSS is that measurement's
 
 * opens the cohort lazily (:func:`healnet.data.open_bags`: shapes and coordinates only), fits the
   fold (the streaming WSI statistics pass over every patch: ``prepare s``);
-* trains HEALNet with the BLCA-tuned shape (depth 2, 25 latents × 119 dims, one cross-attention
-  head of dim 16, SNN feed-forward, tied layers) plus a 200-gene RNA modality, forward + backward
+* trains HEALNet with the BLCA-tuned shape (:data:`BLCA`) plus a 200-gene RNA modality, forward + backward
   + Adam, ``--epochs`` epochs of every case; bags are read from disk batch by batch, one batch
   ahead in a background thread, and ``--max-patches 0`` (default) keeps every patch, as the
   reference implementation does;
@@ -37,15 +49,28 @@ import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__" and "--step" in sys.argv:
+    # idle OpenMP threads sleep instead of spinning: on a shared machine a spinning worker takes the core
+    # its own main thread needs (here, with other jobs running, a step took up to 13× longer)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
+import torch
+from einops import rearrange, repeat
+from einops.layers.torch import Reduce
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 REFERENCE = {2000: 0.045, 8000: 0.17}  # s per case per epoch, reference implementation (from the issue)
 REFERENCE_RSS_MB = 1900
+# the BLCA-tuned shape: depth 2, 25 latents × 119 dims, one cross-attention head of 16, 8 latent heads
+# of 127 (unused: no self-attention), untied layers, SNN feed-forward
 BLCA = dict(depth=2, num_latents=25, latent_dim=119, cross_heads=1, cross_dim_head=16, latent_heads=8,
-            latent_dim_head=64, attn_dropout=0.1, ff_dropout=0.1, weight_tie_layers=True, snn=True)
+            latent_dim_head=127, self_per_cross_attn=0, attn_dropout=0.1, ff_dropout=0.1,
+            weight_tie_layers=False, snn=True)
+BLCA_TEXT = "depth 2, 25×119 latents, 1 cross head × 16, 8 latent heads × 127, no self-attention, untied, SNN"
 GENES = 200
 
 
@@ -75,14 +100,189 @@ def du(paths: list[Path]) -> int:
     return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
 
 
+class RefAttention(nn.Module):
+    """Attention as the published code computes it: q from the latents, ``to_kv`` of the (normalised)
+    context, einsum similarities, softmax at temperature 0.5, output ``Linear`` + ``LeakyReLU``."""
+
+    def __init__(self, query_dim: int, context_dim: int | None = None, *, heads: int, dim_head: int,
+                 dropout: float, temperature: float = 0.5):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.scale, self.temperature = heads, dim_head ** -0.5, temperature
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_kv = nn.Linear(context_dim or query_dim, inner * 2, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.LeakyReLU())
+
+    def forward(self, x, context=None):
+        q = self.to_q(x)
+        k, v = self.to_kv(x if context is None else context).chunk(2, dim=-1)
+        q, k, v = (rearrange(t, "b n (h d) -> (b h) n d", h=self.heads) for t in (q, k, v))
+        sim = torch.einsum("bid,bjd->bij", q, k) * self.scale
+        attn = self.dropout((sim / self.temperature).softmax(dim=-1))
+        out = torch.einsum("bij,bjd->bid", attn, v)
+        return self.to_out(rearrange(out, "(b h) n d -> b n (h d)", h=self.heads))
+
+
+class RefFeedForward(nn.Module):
+    """GEGLU (SEGLU with ``snn``) feed-forward: Linear d → 8d, one half gating the other to 4d, Linear 4d → d."""
+
+    def __init__(self, dim: int, *, mult: int = 4, dropout: float, snn: bool):
+        super().__init__()
+        self.proj, self.out = nn.Linear(dim, dim * mult * 2), nn.Linear(dim * mult, dim)
+        self.act, self.drop = (nn.SELU(), nn.AlphaDropout(dropout)) if snn else (nn.GELU(), nn.Dropout(dropout))
+
+    def forward(self, x):
+        x, gates = self.proj(x).chunk(2, dim=-1)
+        return self.out(self.drop(x * self.act(gates)))
+
+
+class RefPreNorm(nn.Module):
+    """LayerNorm of the latents, and of the context on every call (so per layer and modality)."""
+
+    def __init__(self, dim: int, fn: nn.Module, context_dim: int | None = None):
+        super().__init__()
+        self.fn, self.norm = fn, nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(context_dim) if context_dim else None
+
+    def forward(self, x, context=None):
+        if self.norm_context is None:
+            return self.fn(self.norm(x))
+        return self.fn(self.norm(x), context=self.norm_context(context))
+
+
+class ReferenceStyle(nn.Module):
+    """What the published HEALNet code computes, per layer and modality: cross-attention with the
+    context re-normalised and re-projected (:class:`RefPreNorm`, :class:`RefAttention`), a GEGLU/SEGLU
+    feed-forward, then the layer's self-attention blocks after EACH modality's update.  Written from
+    that description for the benchmark (full bags: no masks, no missing modalities; untied layers)."""
+
+    def __init__(self, *, input_channels, depth: int, num_latents: int, latent_dim: int, cross_heads: int,
+                 cross_dim_head: int, latent_heads: int, latent_dim_head: int, num_classes: int = 4,
+                 attn_dropout: float = 0.0, ff_dropout: float = 0.0, self_per_cross_attn: int = 1,
+                 snn: bool = False, weight_tie_layers: bool = False):
+        super().__init__()
+        if weight_tie_layers:
+            raise ValueError("ReferenceStyle is untied")
+        self.latents = nn.Parameter(torch.randn(num_latents, latent_dim))
+
+        def ff():
+            return RefPreNorm(latent_dim, RefFeedForward(latent_dim, dropout=ff_dropout, snn=snn))
+
+        def cross(c):
+            return RefPreNorm(latent_dim, RefAttention(latent_dim, c, heads=cross_heads, dim_head=cross_dim_head,
+                                                       dropout=attn_dropout), context_dim=c)
+
+        def latent():
+            return RefPreNorm(latent_dim, RefAttention(latent_dim, heads=latent_heads, dim_head=latent_dim_head,
+                                                       dropout=attn_dropout))
+
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            "cross": nn.ModuleList(nn.ModuleList([cross(c), ff()]) for c in input_channels),
+            "latent": nn.ModuleList(nn.ModuleList([latent(), ff()]) for _ in range(self_per_cross_attn))})
+            for _ in range(depth))
+        self.to_logits = nn.Sequential(Reduce("b n d -> b d", "mean"), nn.LayerNorm(latent_dim),
+                                       nn.Linear(latent_dim, num_classes))
+
+    def forward(self, tensors):
+        x = repeat(self.latents, "n d -> b n d", b=tensors[0].shape[0])
+        for layer in self.layers:
+            for (cross_attn, cross_ff), context in zip(layer["cross"], tensors):
+                x = cross_attn(x, context=context) + x
+                x = cross_ff(x) + x
+                for self_attn, self_ff in layer["latent"]:  # after each modality's update
+                    x = self_attn(x) + x
+                    x = self_ff(x) + x
+        return self.to_logits(x)
+
+
+def step_rows(patches: list[int], *, dim: int = 1024, genes: int = GENES, batch: int = 4, threads: int = 2,
+              repeats: int = 9, steps: int = 3, shape: dict | None = None) -> list[dict]:
+    """Seconds per training step of ours and of reference-style at each bag size, measured alternately
+    (see the module docstring); rows with the median s/step, and for reference-style the median and
+    range of its per-repeat time ÷ ours."""
+    from healnet.model import l1_penalty
+    from healnet.survival import nll_loss
+    from healnet.zoo import build_model
+
+    torch.set_num_threads(threads)
+    shape = {**BLCA, **(shape or {})}
+    rows = []
+    for n in patches:
+        g = torch.Generator().manual_seed(n)
+        tensors = [torch.randn(batch, n, dim, generator=g), torch.randn(batch, 1, genes, generator=g)]
+        masks = [torch.ones(batch, t.shape[1], dtype=torch.bool) for t in tensors]  # as the pipeline passes them
+        present = torch.ones(batch, 2, dtype=torch.bool)
+        labels, events = torch.arange(batch) % 4, torch.arange(batch) % 3 != 0
+        torch.manual_seed(0)
+        ours = build_model("healnet", input_channels=[dim, genes], modalities=["wsi", "rna"], num_classes=4, **shape)
+        torch.manual_seed(0)
+        ref = ReferenceStyle(input_channels=[dim, genes], num_classes=4, **shape)
+
+        def stepper(model, forward):
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+            model.train()
+
+            def step():
+                loss = nll_loss(forward(), labels, events) + 1e-5 * l1_penalty(model)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            return step
+
+        run = {"ours": stepper(ours, lambda: ours(tensors, masks=masks, present=present)),
+               "reference-style": stepper(ref, lambda: ref(tensors))}
+        wall, cpu = {k: [] for k in run}, {k: [] for k in run}
+        for step in run.values():  # warm-up: allocator, first-call paths
+            step()
+            step()
+        for r in range(repeats):
+            for name in (list(run) if r % 2 == 0 else list(run)[::-1]):
+                t, c = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    run[name]()
+                wall[name].append((time.perf_counter() - t) / steps)
+                cpu[name].append((time.process_time() - c) / steps)
+        ratios = [a / b for a, b in zip(wall["reference-style"], wall["ours"])]
+        cpu_ratios = [a / b for a, b in zip(cpu["reference-style"], cpu["ours"])]
+        for name in run:
+            ref = name != "ours"
+            rows.append({"patches": n, "variant": name, "s_per_step": float(np.median(wall[name])),
+                         "ratio": float(np.median(ratios)) if ref else 1.0,
+                         "ratio_min": min(ratios) if ref else 1.0, "ratio_max": max(ratios) if ref else 1.0,
+                         "cpu_s_per_step": float(np.median(cpu[name])),
+                         "cpu_ratio": float(np.median(cpu_ratios)) if ref else 1.0})
+        print(f"  {n} patches: ours {rows[-2]['s_per_step']:.3f} s/step, reference-style {rows[-1]['s_per_step']:.3f} "
+              f"s/step, ratio {rows[-1]['ratio']:.2f} (CPU time {rows[-1]['cpu_ratio']:.2f})", flush=True)
+    return rows
+
+
+def print_step_table(rows: list[dict], args, load: tuple[float, float]) -> None:
+    print(f"\nOne training step (forward + backward + Adam), in-memory tensors: WSI {args.batch} × patches × "
+          f"{args.dim} + RNA {args.batch} × 1 × {GENES}; BLCA shape ({BLCA_TEXT}); {args.threads} threads; "
+          f"median of {args.repeats} alternating repeats of {args.steps} steps; OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; load average {load[0]:.1f} before, "
+          f"{load[1]:.1f} after ({os.cpu_count()} CPUs)\n")
+    head = (f"{'patches':>8} {'variant':>16} {'s/step':>8} {'× ours':>7} {'(range over repeats)':>21} "
+            f"{'CPU s/step':>10} {'× ours':>7}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        extra = "" if r["variant"] == "ours" else f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f}"
+        print(f"{r['patches']:>8} {r['variant']:>16} {r['s_per_step']:>8.3f} {r['ratio']:>6.2f}× {extra:>21} "
+              f"{r['cpu_s_per_step']:>10.3f} {r['cpu_ratio']:>6.2f}×")
+    print("\ns/step: wall clock; × ours: median over repeats of (its time ÷ ours in the same repeat); CPU s/step: "
+          "CPU time of both threads, which waiting for a core does not inflate")
+
+
 def worker(spec: dict) -> dict:
     """One measurement, in its own process."""
     import pandas as pd
-    import torch
 
     from healnet.data import Cohort, bounded_heap, open_bags
     from healnet.survival import nll_loss
-    from healnet.train import TrainConfig, _batches, _run, l1_penalty, prepare_fold
+    from healnet.model import l1_penalty
+    from healnet.train import TrainConfig, _batches, _run, prepare_fold
     from healnet.zoo import build_model
 
     torch.set_num_threads(spec["threads"])
@@ -147,7 +347,7 @@ def measure(spec: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=32)
-    p.add_argument("--patches", type=int, nargs="+", default=[2000, 20000])
+    p.add_argument("--patches", type=int, nargs="+", help="bag sizes (default 2000 20000; with --step 2000 8000)")
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs; the figures are of the fastest")
     p.add_argument("--batch", type=int, default=4)
@@ -156,11 +356,21 @@ def main() -> None:
     p.add_argument("--no-recompute", action="store_true", help="skip the per-layer recompute rows")
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                    / "healnet-pipeline" / "bench-training")
+    p.add_argument("--step", action="store_true", help="one training step: ours against reference-style")
+    p.add_argument("--repeats", type=int, default=15, help="with --step: alternating repeats (median reported)")
+    p.add_argument("--steps", type=int, default=2, help="with --step: steps per repeat")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if args.step:
+        before = os.getloadavg()[0]
+        rows = step_rows(args.patches or [2000, 8000], dim=args.dim, batch=args.batch, threads=args.threads,
+                         repeats=args.repeats, steps=args.steps)
+        print_step_table(rows, args, (before, os.getloadavg()[0]))
+        return
+    args.patches = args.patches or [2000, 20000]
 
     rows, load = [], os.getloadavg()[0]
     for n in args.patches:
@@ -185,7 +395,7 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
 
     print(f"\nHEALNet training, {args.cases} cases, dim {args.dim}, batch {args.batch}, {args.threads} threads, "
-          f"BLCA shape (depth 2, 25×119 latents, 1 cross head × 16, SNN, tied), fastest of {args.epochs} epochs; "
+          f"BLCA shape ({BLCA_TEXT}), fastest of {args.epochs} epochs; "
           f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)\n")
     head = (f"{'patches':>8} {'used':>6} {'variant':>10} {'s/epoch':>9} {'s/case/ep':>10} {'cases/s':>8} "
             f"{'prepare s':>9} {'peak RSS MB':>11} {'of which start':>14} {'vs ref s/case':>13} {'vs ref RSS':>10}")

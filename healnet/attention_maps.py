@@ -23,7 +23,9 @@ slide-id order (the order the bag was built in).  :func:`write_attention` writes
 
 Outputs: a PNG per (case, slide): ``[thumbnail | heatmap over the thumbnail | colour bar]`` under
 a one-line title, the heatmap painting every patch with its attention's percentile rank within
-the slide (``jet``: blue = low, red = high), and a TSV ranking genes by their attention.
+the slide (``jet``: blue = low, red = high), and a TSV ranking genes by their attention.  Where the
+planted truth of the generated demo is given (``truth_tumour.npz``, :mod:`preprocessing.demo`), both
+panels outline the planted tumour texture in black, so a reader sees whether attention follows it.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ HEADER = 18  # px of the title line
 BAR = 14  # px width of the colour bar
 ALPHA = 0.5  # opacity of the heat over the thumbnail
 CMAP = "jet"
+OUTLINE = (0, 0, 0)  # colour of the planted tumour's outline
 
 
 @dataclass
@@ -192,6 +195,19 @@ def overlay(thumbnail: np.ndarray, grid: np.ndarray, *, alpha: float = ALPHA, cm
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
+def truth_outline(tumour: np.ndarray, cell_px: int, downsample: float, shape: tuple[int, int],
+                  share: float = 0.5, width: int = 2) -> np.ndarray:
+    """(H, W) bool at thumbnail resolution: the ``width``-px border of the region whose planted
+    tumour share (``tumour``: a grid of ``cell_px`` level-0 px cells) is >= ``share``."""
+    from scipy import ndimage
+
+    h, w = shape
+    rows = np.minimum(((np.arange(h) + 0.5) * downsample // cell_px).astype(int), tumour.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * downsample // cell_px).astype(int), tumour.shape[1] - 1)
+    inside = tumour[np.ix_(rows, cols)] >= share
+    return inside & ~ndimage.binary_erosion(inside, iterations=width, border_value=1)
+
+
 def compose(thumbnail: np.ndarray, heat: np.ndarray, title: str, *, cmap: str = CMAP) -> np.ndarray:
     """``[thumbnail | heat | colour bar]`` below a title line: (HEADER + H, 2W + 2 GAP + BAR, 3).
     The heat panel starts at column ``W + GAP``, row ``HEADER``."""
@@ -221,10 +237,11 @@ def read_slide_thumbnail(slide_path: str | os.PathLike, max_side: int = 1024) ->
 
 
 def render_heatmap(slide_path, patches_h5, coords: np.ndarray, scores: np.ndarray, out_png, *, title: str = "",
-                   max_side: int = 1024) -> dict:
+                   max_side: int = 1024, tumour: tuple[np.ndarray, int] | None = None) -> dict:
     """Heatmap PNG of one slide's patch attention (see the module docstring).  ``coords`` (n, 2)
     level-0 px must be patches of ``patches_h5`` (whose ``patch_size_level0`` gives their size);
-    a coordinate not in the h5 file is an error (attention from another tiling)."""
+    a coordinate not in the h5 file is an error (attention from another tiling).  ``tumour``:
+    (planted tumour share per cell, cell px) of the slide, outlined on both panels."""
     from preprocessing.tiling import read_coords
 
     tiled, attrs = read_coords(patches_h5)
@@ -237,7 +254,12 @@ def render_heatmap(slide_path, patches_h5, coords: np.ndarray, scores: np.ndarra
     thumbnail, downsample = read_slide_thumbnail(slide_path, max_side)
     grid = heat_grid(coords, percentile_scores(scores), int(attrs["patch_size_level0"]), downsample,
                      thumbnail.shape[:2])
-    image = compose(thumbnail, overlay(thumbnail, grid), title)
+    heat = overlay(thumbnail, grid)
+    if tumour is not None:
+        edge = truth_outline(tumour[0], int(tumour[1]), downsample, thumbnail.shape[:2])
+        thumbnail, heat = thumbnail.copy(), heat.copy()
+        thumbnail[edge], heat[edge] = OUTLINE, OUTLINE
+    image = compose(thumbnail, heat, title)
     from PIL import Image
 
     with atomic_path(out_png) as tmp:
@@ -258,8 +280,10 @@ def pick_cases(predictions: pd.DataFrame, attention: Attention, n: int) -> list[
 
 
 def render_case(attention: Attention, case_id: str, slide_paths: dict[str, str], patch_files: dict[str, str],
-                out_dir, *, risk: float | None = None, max_side: int = 1024) -> list[str]:
-    """One heatmap PNG per slide of ``case_id``: ``<out_dir>/<case_id>__<slide_id>.png``."""
+                out_dir, *, risk: float | None = None, max_side: int = 1024,
+                tumour: tuple[dict[str, np.ndarray], int] | None = None) -> list[str]:
+    """One heatmap PNG per slide of ``case_id``: ``<out_dir>/<case_id>__<slide_id>.png``; ``tumour``:
+    (planted tumour share grid per slide id, cell px), outlined where the slide has one."""
     from preprocessing.tiling import read_coords
 
     from .data import case_of_slide
@@ -277,9 +301,11 @@ def render_case(attention: Attention, case_id: str, slide_paths: dict[str, str],
             raise ValueError(f"case {case_id}: slide {slide} has no slide file or patch file among the inputs")
         on = slides == slide
         out = Path(out_dir) / f"{case_id}__{slide}.png"
-        title = f"{case_id}  {slide}" + (f"  risk {risk:.3f}" if risk is not None else "") + "  (red = high attention)"
+        planted = (tumour[0][slide], tumour[1]) if tumour is not None and slide in tumour[0] else None
+        title = f"{case_id}  {slide}" + (f"  risk {risk:.3f}" if risk is not None else "") + "  (red = high attention"
+        title += ", black outline = planted tumour)" if planted is not None else ")"
         render_heatmap(slide_paths[slide], patch_files[slide], coords[on], scores[on], out, title=title,
-                       max_side=max_side)
+                       max_side=max_side, tumour=planted)
         written.append(str(out))
     return written
 
@@ -320,9 +346,10 @@ def gene_ranking(attentions: list[Attention], gene_names: pd.DataFrame | None = 
 
 def attention_report(attention_files, predictions_files, slide_paths: dict[str, str], patch_files: dict[str, str],
                      out_dir, genes_out, *, gene_names: str | os.PathLike | None = None, n_cases: int = 4,
-                     max_side: int = 1024) -> dict:
+                     max_side: int = 1024, truth_tumour: str | os.PathLike | None = None) -> dict:
     """Heatmaps of ``n_cases`` test cases (highest and lowest predicted risk, over all folds) into
-    ``out_dir`` and the gene ranking into ``genes_out``."""
+    ``out_dir`` and the gene ranking into ``genes_out``; ``truth_tumour``: the generated demo's
+    ``truth_tumour.npz``, whose planted tumour is outlined on the heatmaps."""
     attentions = [read_attention(p) for p in attention_files]
     predictions = pd.concat([pd.read_csv(p, sep="\t") for p in predictions_files], ignore_index=True) \
         if predictions_files else pd.DataFrame(columns=["case_id", "risk"])
@@ -332,12 +359,19 @@ def attention_report(attention_files, predictions_files, slide_paths: dict[str, 
         merged.coords.update(a.coords)
         merged.slides.update(a.slides)
     risks = dict(zip(predictions["case_id"].astype(str), predictions["risk"]))
+    tumour = None
+    if truth_tumour and os.path.exists(truth_tumour):
+        from preprocessing.demo import read_truth_tumour
+
+        shares, _, cell = read_truth_tumour(truth_tumour)
+        tumour = (shares, cell)
     out_dir = Path(out_dir)
     written = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for case in pick_cases(predictions, merged, n_cases):
-            written += render_case(merged, case, slide_paths, patch_files, tmp, risk=risks.get(case), max_side=max_side)
+            written += render_case(merged, case, slide_paths, patch_files, tmp, risk=risks.get(case), max_side=max_side,
+                                   tumour=tumour)
         if not written:  # keep the folder (a Snakemake output) even when no slide attention exists
             (tmp / "README.txt").write_text("no slide attention in the inputs\n")
     names = pd.read_csv(gene_names, sep="\t") if gene_names and os.path.exists(gene_names) else None

@@ -250,13 +250,18 @@ class FeedForward(nn.Module):
 class EarlyFusion(_Baseline):
     """One Perceiver over all modalities' tokens: each modality is projected to ``dim`` channels
     (plus a learned modality embedding), the tokens are concatenated, and a latent array reads
-    them with one cross-attention per layer followed by self-attention.  Padding tokens and the
-    tokens of absent modalities are masked out of every cross-attention."""
+    them with one cross-attention per layer followed by self-attention.  Padding tokens are masked
+    out of every cross-attention.  An absent modality (``missing``): ``"mean"`` (default, the usual
+    early-fusion remedy) imputes it as one token at the training mean, which is 0 because every
+    input is standardised on the training cases; ``"mask"`` masks its tokens out, as HEALNet skips."""
 
     def __init__(self, *, input_channels, modalities, num_classes: int = 4, dim: int = 64, depth: int = 2,
                  num_latents: int = 16, heads: int = 4, dim_head: int = 32, attn_dropout: float = 0.1,
-                 ff_dropout: float = 0.1, input_tokens=None):
+                 ff_dropout: float = 0.1, input_tokens=None, missing: str = "mean"):
         super().__init__(input_channels=input_channels, modalities=modalities, input_tokens=input_tokens)
+        if missing not in ("mean", "mask"):
+            raise ValueError(f"early-fusion: missing must be 'mean' or 'mask', not {missing!r}")
+        self.missing = missing
         self.project = nn.ModuleList(nn.Linear(c, dim) for c in self.input_channels)
         self.modality_embedding = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
@@ -268,6 +273,9 @@ class EarlyFusion(_Baseline):
 
     def forward(self, tensors, masks=None, present=None, positions=None, return_attention=False):
         data = self._inputs(tensors, masks, present)
+        if self.missing == "mean":  # an absent modality's first token (zeroed by _valid) stands in for it
+            data = [(x, keep | ((torch.arange(x.shape[1], device=x.device) == 0)[None, :] & ~valid[:, None]), valid)
+                    for x, keep, valid in data]
         tokens = torch.cat([self.project[m](x) + self.modality_embedding[m] for m, (x, _, _) in enumerate(data)], dim=1)
         mask = torch.cat([keep for _, keep, _ in data], dim=1)
         has_any = mask.any(dim=1)

@@ -19,7 +19,7 @@ the fold's training cases), and the results are evaluated by
     metrics_all_cases.tsv     per model and fold, each model on all the cases it predicted
     metrics_summary.tsv       per model: mean ± std, bootstrap CI, paired difference to healnet
     headline.rst              the summary as a reStructuredText table (the report's first page)
-    missing_modalities.tsv, km.png
+    missing_modalities.tsv, missing_curves.tsv, missing_curves.png, km.png
 
 A fold whose ``metrics.json`` exists is not trained again (delete it, or use ``--overwrite``),
 so an interrupted run resumes; changing the tables, folds or settings needs a fresh ``--out``.
@@ -133,9 +133,10 @@ def train_config(modalities: tuple[str, ...], settings: dict, *, architecture: s
 def run_cv(*, omics: dict[str, str] | None = None, clinical: str | None = None, porpoise: str | None = None,
            models: list[str], folds: int, out: str | Path, settings: dict | None = None, seed: int = 0,
            val_fraction: float = 0.2, overwrite: bool = False, repeats: int = 1,
-           patient_column: str | None = None) -> pd.DataFrame:
+           patient_column: str | None = None, missing_train: bool = False) -> pd.DataFrame:
     """The cross-validation (see the module docstring) on ``omics`` + ``clinical`` tables or one
-    ``porpoise`` table; returns the summary table."""
+    ``porpoise`` table; returns the summary table.  ``missing_train``: add the missing-modality
+    curves with the missingness in training too (:func:`healnet.missing_curves.trained_curves`)."""
     from .evaluate import evaluate_cohort
     from .splits import make_splits, split_meta, write_splits
     from .train import train_fold
@@ -194,14 +195,34 @@ def run_cv(*, omics: dict[str, str] | None = None, clinical: str | None = None, 
             prediction_files.append(str(fold_dir / "predictions.tsv"))
             if (fold_dir / "missing.tsv").exists():
                 missing_files.append(str(fold_dir / "missing.tsv"))
-    return evaluate_cohort(metrics_files, prediction_files, metrics_out=out / "metrics.tsv",
-                           summary_out=out / "metrics_summary.tsv", km_out=out / "km.png",
-                           missing_out=out / "missing_modalities.tsv", fold_missing=missing_files,
-                           all_cases_out=out / "metrics_all_cases.tsv", headline_out=out / "headline.rst",
-                           survival=cohort.survival, splits=splits, title=out.name)
+    summary = evaluate_cohort(metrics_files, prediction_files, metrics_out=out / "metrics.tsv",
+                              summary_out=out / "metrics_summary.tsv", km_out=out / "km.png",
+                              missing_out=out / "missing_modalities.tsv", fold_missing=missing_files,
+                              curves_out=out / "missing_curves.tsv", curves_png=out / "missing_curves.png",
+                              all_cases_out=out / "metrics_all_cases.tsv", headline_out=out / "headline.rst",
+                              survival=cohort.survival, splits=splits, title=out.name)
+    if missing_train:
+        _add_trained_curves(cohort, splits, out, train_config(modalities, settings, architecture="healnet", seed=seed),
+                            [m for m in models if m != "coxnet" and len(model_modalities(m, modalities)) > 1])
+    return summary
 
 
-def _settings(path: str | None, epochs: int | None, device: str | None) -> dict:
+def _add_trained_curves(cohort, splits: list[dict], out: Path, cfg, models: list[str]) -> None:
+    """Append the ``trained`` curves to ``missing_curves.tsv`` and draw both modes."""
+    from .evaluate import _write_tsv
+    from .missing_curves import curves_plot, trained_curves
+
+    log.info("missing-modality curves with missingness in training: %s, fractions %s", ", ".join(models),
+             list(cfg.missing_fractions))
+    trained = trained_curves(cohort, splits, cfg, models=models, fractions=list(cfg.missing_fractions))
+    tested = pd.read_csv(out / "missing_curves.tsv", sep="\t")
+    table = pd.concat([tested[tested["mode"] != "trained"], trained], ignore_index=True)
+    _write_tsv(table, out / "missing_curves.tsv")
+    curves_plot(table, out / "missing_curves.png", out.name)
+
+
+def _settings(path: str | None, epochs: int | None, device: str | None,
+              missing_fractions: list[float] | None = None) -> dict:
     settings: dict = {}
     if path:
         import yaml
@@ -213,7 +234,24 @@ def _settings(path: str | None, epochs: int | None, device: str | None) -> dict:
         settings["epochs"] = epochs
     if device is not None:
         settings["device"] = device
+    if missing_fractions is not None:
+        settings["missing_fractions"] = missing_fractions
     return settings
+
+
+def _view(args: argparse.Namespace) -> int:
+    """``healnet view``: DeepZoom tiles and the OpenSeadragon page of a finished cohort."""
+    from .viewer import view_results
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = view_results(args.cohort_dir, args.out, model=args.model)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"healnet view: error: {err}", file=sys.stderr)
+        return 2
+    print(f"viewer: {result['index']} ({len(result['slides'])} slides); open it in a browser, or serve its folder: "
+          f"python -m http.server -d {Path(result['index']).parent} 8000")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--epochs", type=int, help="overrides the config's epochs")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     cv.add_argument("--threads", type=int, help="torch CPU threads")
+    cv.add_argument("--missing-train", action="store_true",
+                    help="also the curves with the missingness in training (one model per model, fold, removed "
+                         "modality and fraction: costly)")
+    cv.add_argument("--missing-fractions", type=float, nargs="+", metavar="F",
+                    help="missing-modality curves: shares of test cases that lose each modality (and pair) "
+                         "(default 0.1 0.3 0.5 0.7 0.9)")
     cv.add_argument("--overwrite", action="store_true", help="retrain folds that already have results")
     cv.add_argument("--out", required=True, help="output folder")
+    view = sub.add_parser("view", help="write the zoomable slide viewer of a finished cohort: RESULTS/COHORT/viewer/")
+    view.add_argument("cohort_dir", metavar="RESULTS/COHORT", help="a cohort's results folder (with attention/heatmaps)")
+    view.add_argument("--model", default="healnet", help="whose attention (default: healnet)")
+    view.add_argument("--out", help="output folder (default: RESULTS/COHORT/viewer)")
     args = parser.parse_args(argv)
+    if args.command == "view":
+        return _view(args)
     if args.porpoise and (args.omics or args.clinical):
         parser.error("--porpoise replaces --omics and --clinical; give one or the other")
     if not args.porpoise and not (args.omics and args.clinical):
@@ -256,14 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_cv(omics=_pairs(args.omics) if args.omics else None, clinical=args.clinical,
                          porpoise=args.porpoise, models=args.models, folds=args.folds, out=args.out,
-                         settings=_settings(args.config, args.epochs, args.device), seed=args.seed,
+                         settings=_settings(args.config, args.epochs, args.device, args.missing_fractions), seed=args.seed,
                          val_fraction=args.val_fraction, overwrite=args.overwrite, repeats=args.repeats,
-                         patient_column=args.patient_column)
+                         patient_column=args.patient_column, missing_train=args.missing_train)
     except (ValueError, FileNotFoundError) as err:
         print(f"healnet cv: error: {err}", file=sys.stderr)
         return 2
     print(summary[[c for c in PRINTED if c in summary.columns]].to_string(index=False, float_format="%.3f"))
-    print(f"results: {args.out}/ (metrics.tsv, metrics_summary.tsv, missing_modalities.tsv, km.png, models/)")
+    print(f"results: {args.out}/ (metrics.tsv, metrics_summary.tsv, missing_modalities.tsv, missing_curves.tsv/.png, km.png, models/)")
     return 0
 
 

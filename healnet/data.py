@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from healnet.survival import cox_score_z
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +62,7 @@ class OmicTransform:
     z-score: the training cases' mean."""
 
     top_k: int | None = None
+    select: str = "variance"  # how top_k ranks: "variance", or "cox": |univariate Cox score z| on the training cases
     log_transform: bool = True
     name: str = "omics"  # the modality, for the log
     columns: list[str] = field(default_factory=list)
@@ -82,11 +85,19 @@ class OmicTransform:
         else:
             self.log_applied, self.log_reason = True, "applied: every training value is >= 0"
 
-    def fit(self, table: pd.DataFrame) -> "OmicTransform":
+    def fit(self, table: pd.DataFrame, times: np.ndarray | None = None,
+            events: np.ndarray | None = None) -> "OmicTransform":
+        """``times`` (days) and ``events`` of the table's rows: needed only by ``select="cox"``."""
         self._decide_log(table)
         x = self._prep(table)
         if self.top_k is None:  # every feature, in the table's order
             self.columns = list(x.columns)
+        elif self.select == "cox":  # the most prognostic features, kept in the table's order
+            if times is None or events is None:
+                raise ValueError(f"{self.name}: select='cox' needs the training cases' times and events")
+            z = np.abs(cox_score_z(x.fillna(x.mean()).to_numpy(dtype=float), times, events))
+            keep = np.sort(np.argsort(-z, kind="stable")[: self.top_k])
+            self.columns = list(x.columns[keep])
         else:
             variance = x.var(axis=0).fillna(0).sort_values(ascending=False, kind="stable")
             self.columns = list(variance.index[: self.top_k])

@@ -8,7 +8,7 @@ Inputs are the per-fold outputs of training, ``.../models/<model>/fold<k>/``:
   the predicted survival at the end of each bin, for the integrated Brier score);
 * ``missing.tsv`` (optional): case_id, fold, scenario, risk, time, event (other columns are
   ignored); the scenarios as training names them (``healnet.train``: ``full``, ``no_<modality>``,
-  ``mixed``).
+  ``mixed``, and the curves' ``<removed>@<fraction>`` rows, which have a ``fraction``).
 
 The model and fold of each file are read from its path, so the tables hold whatever models'
 folds are given.  Metrics are recomputed from the predictions (see :mod:`healnet.metrics`); Uno's
@@ -42,6 +42,7 @@ from preprocessing.io import atomic_path
 
 from .data import Cohort, load_bags
 from .metrics import fold_metrics, harrell
+from .missing_curves import curves_plot, curves_table
 from .paired import paired_bootstrap
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ def missing_table(fold_missing) -> pd.DataFrame:
         missing = {"scenario", "risk", "time", "event"} - set(table.columns)
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        if "fraction" in table.columns:  # the curves' scenarios are summarised by healnet.missing_curves
+            table = table[table["fraction"].isna()]
         for scenario, group in table.groupby("scenario", sort=False):
             m = harrell(group["time"], group["event"], group["risk"])
             rows.append({"model": model, "fold": fold, "scenario": scenario, "harrell": m.value, "n": len(group)})
@@ -357,12 +360,13 @@ def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summar
                     missing_out=None, fold_missing=(), survival: pd.DataFrame | None = None,
                     splits: list[dict] | None = None, oracle: str | os.PathLike | None = None,
                     title: str = "", all_cases_out=None, headline_out=None, reference: str | None = "healnet",
-                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+                    n_boot: int = 1000, seed: int = 0, curves_out=None, curves_png=None) -> pd.DataFrame:
     """Write ``metrics.tsv`` (per model and fold, on the test cases common to all models),
     ``metrics_summary.tsv`` (per model: mean ± std, bootstrap CI, paired difference to
     ``reference``, KM log-rank p, the oracle c-index when the cohort has one, and the all-cases
     means), the KM figure (one panel per model), and when given ``missing_modalities.tsv``,
-    ``metrics_all_cases.tsv`` (each model on all its cases) and the report headline (RST);
+    ``metrics_all_cases.tsv`` (each model on all its cases), the report headline (RST), and the
+    missing-modality curves (``missing_curves.tsv`` and its figure, :mod:`healnet.missing_curves`);
     returns the summary.  ``n_boot`` bootstrap replicates drawn with ``seed``."""
     predictions = read_predictions(fold_predictions)
     if not predictions:
@@ -402,6 +406,12 @@ def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summar
             tmp.write_text(headline_rst(summary, title))
     if missing_out is not None:
         _write_tsv(missing_table(fold_missing), missing_out)
+    if curves_out is not None or curves_png is not None:
+        curves = curves_table(_by_model_fold(fold_missing))
+        if curves_out is not None:
+            _write_tsv(curves, curves_out)
+        if curves_png is not None:
+            curves_plot(curves, curves_png, title)
     return summary
 
 

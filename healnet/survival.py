@@ -128,3 +128,22 @@ def concordance(times, events, risk) -> float:
         return float(concordance_index_censored(events, times, risk)[0])
     except ValueError:  # all censored / no admissible pair
         return float("nan")
+
+
+def cox_score_z(x: np.ndarray, times: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """Per column of ``x`` (n, p), the z statistic of the univariate Cox score test at beta = 0:
+    U / sqrt(I) with U = sum over deaths of (x_i - risk-set mean) and I the summed risk-set variance
+    (Breslow ties: the risk set of a death holds every case with time >= its time).  A column
+    constant over every risk set scores 0.  Cheap enough to rank thousands of genes in-fold."""
+    x = np.nan_to_num(np.asarray(x, dtype=float))
+    times, events = np.asarray(times, dtype=float), np.asarray(events).astype(bool)
+    order = np.argsort(-times, kind="stable")
+    xs, ts = x[order], times[order]
+    s1, s2 = np.cumsum(xs, axis=0), np.cumsum(xs ** 2, axis=0)
+    end = np.searchsorted(-ts, -ts, side="right") - 1  # last case of each risk set (ties included)
+    n_at_risk = (end + 1)[:, None]
+    dead = events[order]
+    mean = s1[end][dead] / n_at_risk[dead]
+    u = (xs[dead] - mean).sum(axis=0)
+    info = (s2[end][dead] / n_at_risk[dead] - mean ** 2).clip(min=0).sum(axis=0)
+    return np.where(info > 1e-12, u / np.sqrt(np.maximum(info, 1e-12)), 0.0)

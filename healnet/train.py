@@ -14,7 +14,9 @@ Outputs of :func:`train_fold` (in ``out_dir``):
   ``surv_times``: the interior bin edges, then the longest training follow-up for the last bin);
 * ``missing.tsv``     test-case risks under modality ablations: scenario ``full``, ``no_<m>`` (m
   removed from every test case) and ``mixed`` (each test case loses one modality drawn uniformly,
-  seeded); columns case_id, fold, scenario, dropped, risk, time, event;
+  seeded), then the missing-modality curves: scenario ``<removed>@<fraction>`` (each modality and
+  each pair removed from that fraction of the test cases, :func:`curve_scenarios`); columns
+  case_id, fold, scenario, removed, fraction (empty for the first three), dropped, risk, time, event;
 * ``attention.npz``   HEALNet only: per test case the WSI per-patch attention (mean over heads,
   latents and layers of the WSI cross-attention) with the level-0 coordinates of the patches
   used, and per omics modality the per-feature attention with feature names when
@@ -32,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +45,7 @@ from preprocessing.io import atomic_path, write_text_atomic
 from .data import BagView, Cohort, LazyBag, OmicTransform, wsi_standardisation
 from .survival import (bin_weights, concordance, cox_loss, discretise, fit_bins, nll_loss, risk_from_logits,
                        survival_from_logits)
-from .zoo import build_model, is_healnet, model_modalities
+from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, training_overrides
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,8 @@ class TrainConfig:
     alpha: float = 0.4  # weight of the uncensored term in the survival NLL
     cox_weight: float = 1.0  # weight of the Cox partial likelihood of the risk score (ranking), added to the NLL
     max_patches: int | None = 2048  # a larger bag is subsampled (seeded, once per fold) to this many patches
-    omic_top_k: int | None = None  # keep the k most variable features of each omics table; None: all
+    omic_top_k: int | None = None  # keep k features of each omics table (ranked by omic_select); None: all
+    omic_select: str = "variance"  # rank for omic_top_k: "variance", or "cox" (univariate Cox score, in-fold)
     omic_tokens: str = "single"  # "single": one token whose channels are the genes; "genes": one token per gene
     log_omics: tuple[str, ...] = ("rna",)  # omics that get log2(x + 1) before the z-score, where no value is < 0
     fourier_wsi: bool = False  # Fourier-encode patch coordinates
@@ -77,6 +81,12 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...; bf16 autocast on cuda
     prefetch: bool = True  # build the next batch (read its bags) in a background thread
     seed: int = 0
+    # test-time missing-modality curves (missing.tsv, healnet.evaluate.missing_curves): each modality, and
+    # each pair, removed from these fractions of the test cases
+    missing_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    # trained with missingness: {"removed": "rna" or "wsi+rna", "fraction": f} removes it from that share of the
+    # training cases AND of the test cases (healnet.missing_curves.trained_curves); None: complete data
+    train_missing: dict | None = None
     tune_trials: int = 0  # > 0: Optuna search of that many trials per fold on its inner validation split (healnet.tune)
 
     def __post_init__(self):
@@ -86,9 +96,14 @@ class TrainConfig:
                                             or self.omic_top_k < 1):
             raise ValueError(f"omic_top_k must be a positive number of features or null (every feature), "
                              f"got {self.omic_top_k!r}")
+        if self.omic_select not in ("variance", "cox"):
+            raise ValueError(f"omic_select must be 'variance' or 'cox', got {self.omic_select!r}")
         if self.omic_tokens not in ("single", "genes"):
             raise ValueError(f"omic_tokens must be 'single' or 'genes', got {self.omic_tokens!r}")
+        if any(not 0 < f <= 1 for f in self.missing_fractions):
+            raise ValueError(f"missing_fractions must lie in (0, 1], got {list(self.missing_fractions)}")
         self.modalities, self.log_omics = tuple(self.modalities), tuple(self.log_omics)
+        self.missing_fractions = tuple(float(f) for f in self.missing_fractions)
 
 
 HEALNET_DEFAULTS = {"depth": 2, "num_latents": 16, "latent_dim": 32, "cross_heads": 1, "latent_heads": 4,
@@ -124,8 +139,9 @@ def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
             table = cohort.omics[m]
             fitted_on = table.index.intersection(train_ids)
             if len(fitted_on):
-                transforms[m] = OmicTransform(top_k=cfg.omic_top_k, log_transform=m in cfg.log_omics,
-                                              name=m).fit(table.loc[fitted_on])
+                transforms[m] = OmicTransform(top_k=cfg.omic_top_k, select=cfg.omic_select,
+                                              log_transform=m in cfg.log_omics, name=m).fit(
+                    table.loc[fitted_on], surv.loc[fitted_on, "time"].to_numpy(), surv.loc[fitted_on, "event"].to_numpy())
     if "wsi" in cfg.modalities:
         stats = wsi_standardisation(cohort.bags[c] for c in train_ids if c in cohort.bags)
         if stats is not None:
@@ -286,6 +302,61 @@ def missing_scenarios(n_cases: int, modalities: tuple[str, ...], seed: int) -> l
     return out
 
 
+def removal_sets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """What a missing-modality curve removes: each modality alone, and each pair of them (with two or
+    more modalities; a model of one modality has no curve: without it nothing is left)."""
+    if len(modalities) < 2:
+        return []
+    singles = [(m,) for m in modalities]
+    pairs = [(a, b) for i, a in enumerate(modalities) for b in modalities[i + 1:]]
+    return singles + pairs
+
+
+def curve_scenarios(case_ids: list[str], modalities: tuple[str, ...], fractions: Sequence[float],
+                    seed: int) -> list[tuple[str, str, float, np.ndarray, np.ndarray]]:
+    """Per removal set and fraction f: (scenario ``"<set>@<f>"``, set name, f, dropped modality per
+    case, drop mask (n, M)).  ``round(f * n)`` cases lose the set's modality; for a pair each of them
+    loses one of the two (alternating), so no case is left with nothing.  The cases are the first of
+    one seeded permutation per set, so they are nested: those missing at 30 % include those at 10 %."""
+    n, out = len(case_ids), []
+    for removed in removal_sets(modalities):
+        name = "+".join(removed)
+        order = np.random.default_rng([seed, *map(ord, name)]).permutation(n)
+        for f in fractions:
+            chosen = order[: int(round(f * n))]
+            which = np.array([modalities.index(removed[k % len(removed)]) for k in range(len(chosen))], dtype=int)
+            drop = np.zeros((n, len(modalities)), bool)
+            drop[chosen, which] = True
+            dropped = np.array([""] * n, dtype=object)
+            dropped[chosen] = [modalities[k] for k in which]
+            out.append((f"{name}@{f:g}", name, float(f), dropped, drop))
+    return out
+
+
+def _trained_missing(case_ids: list[str], modalities: tuple[str, ...], setting: dict | None,
+                     seed: int) -> np.ndarray | None:
+    """The drop mask of ``cfg.train_missing`` for these cases (None when unset)."""
+    if not setting:
+        return None
+    removed, fraction = setting["removed"], float(setting["fraction"])
+    if any(m not in modalities for m in removed.split("+")):
+        raise ValueError(f"train_missing removes {removed!r}, not among the model's modalities {list(modalities)}")
+    for name, _, f, _, drop in curve_scenarios(case_ids, modalities, (fraction,), seed):
+        if name == f"{removed}@{fraction:g}":
+            return drop
+    raise ValueError(f"train_missing: {removed!r} is not a removal set of {list(modalities)} "
+                     f"(one modality, or two joined by '+', in the configured order)")
+
+
+def _missing_risks(risk_of, test: FoldData, modalities: tuple[str, ...], cfg: TrainConfig, fold: int):
+    """(scenario, removed, fraction, dropped, risk) for :func:`missing_scenarios` and the curves;
+    ``risk_of(drop)`` predicts the test cases with those inputs treated as absent."""
+    seed, n = cfg.seed + fold, len(test.case_ids)
+    rows = [(name, "", np.nan, dropped, risk_of(drop)) for name, dropped, drop in missing_scenarios(n, modalities, seed)]
+    return rows + [(name, removed, f, dropped, risk_of(drop)) for name, removed, f, dropped, drop
+                   in curve_scenarios(test.case_ids, modalities, cfg.missing_fractions, seed)]
+
+
 def attention_maps(model, data: FoldData, channels, cfg: TrainConfig, transforms: dict,
                    batch_size: int = 8) -> dict[str, np.ndarray]:
     """Arrays for ``attention.npz``: per test case, per-patch WSI attention and per-feature omics
@@ -340,14 +411,15 @@ def _write_outputs(out_dir, *, checkpoint: dict, history: list[dict], prediction
 
 
 def _fold_tables(test: FoldData, fold: int, modalities, risk: np.ndarray, surv: np.ndarray,
-                 missing_risks: list[tuple[str, np.ndarray, np.ndarray]]):
+                 missing_risks: list[tuple[str, str, float, np.ndarray, np.ndarray]]):
     has = {f"has_{m}": [x is not None for x in col] for m, col in zip(modalities, test.inputs)}
     predictions = pd.DataFrame({"case_id": test.case_ids, "fold": fold, "risk": risk, "time": test.times,
                                 "event": test.events, **has,
                                 **{f"surv_{k}": surv[:, k] for k in range(surv.shape[1])}})
-    missing = pd.concat([pd.DataFrame({"case_id": test.case_ids, "fold": fold, "scenario": name, "dropped": dropped,
-                                       "risk": r, "time": test.times, "event": test.events})
-                         for name, dropped, r in missing_risks], ignore_index=True)
+    missing = pd.concat([pd.DataFrame({"case_id": test.case_ids, "fold": fold, "scenario": name, "removed": removed,
+                                       "fraction": f, "dropped": dropped, "risk": r, "time": test.times,
+                                       "event": test.events})
+                         for name, removed, f, dropped, r in missing_risks], ignore_index=True)
     return predictions, missing
 
 
@@ -361,6 +433,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
     if cfg.tune_trials and cfg.architecture != "coxnet":  # in-fold search on split["val"] only (healnet.tune)
         from .tune import tuned_config
         cfg, tuned = tuned_config(cohort, split, cfg, fold)
+    cfg = replace(cfg, **training_overrides(cfg.architecture))  # e.g. healnet_genes: one token per gene
     torch.manual_seed(cfg.seed)
     run_cfg = replace(cfg, modalities=model_modalities(cfg.architecture, cfg.modalities))
     if cfg.architecture == "coxnet":
@@ -389,6 +462,8 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
     device = _device(cfg)
     model = build_model(cfg.architecture, input_channels=channels, modalities=list(modalities), num_classes=cfg.n_bins,
                         input_axes=axes, fourier_encode=cfg.fourier_wsi, **model_kwargs).to(device)
+    train_drop, test_drop = (_trained_missing(sub.case_ids, modalities, cfg.train_missing, cfg.seed + fold)
+                             for sub in (train, test))
     weights = torch.as_tensor(bin_weights(train.labels, cfg.n_bins), dtype=torch.float32, device=device)
     steps = max(1, int(np.ceil(len(train.case_ids) / cfg.batch_size)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -401,7 +476,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
         order = torch.randperm(len(train.case_ids), generator=gen).numpy()
         total = 0.0
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for index, batch in _batches(train, batches, channels, run_cfg):
+        for index, batch in _batches(train, batches, channels, run_cfg, train_drop):
             logits = _run(model, batch, run_cfg, device)
             loss = nll_loss(logits, torch.from_numpy(train.labels[index]).to(device),
                             torch.from_numpy(train.events[index]).to(device),
@@ -431,11 +506,11 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
         best = (np.nan, len(history) - 1, None)  # the weights of the last epoch, as they are
     else:
         model.load_state_dict(best[2])
-    logits = predict(model, test, channels, run_cfg)
+    logits = predict(model, test, channels, run_cfg, test_drop)
     test_risk = risk_from_logits(logits).numpy()
     c_index = concordance(test.times, test.events, test_risk) if test.events.sum() else float("nan")
-    scenarios = [(name, dropped, risk_from_logits(predict(model, test, channels, run_cfg, drop)).numpy())
-                 for name, dropped, drop in missing_scenarios(len(test.case_ids), modalities, cfg.seed + fold)]
+    scenarios = _missing_risks(lambda drop: risk_from_logits(predict(model, test, channels, run_cfg, drop)).numpy(),
+                               test, modalities, cfg, fold)
     surv = survival_from_logits(logits.double()).numpy()
     predictions, missing = _fold_tables(test, fold, modalities, test_risk, surv, scenarios)
     surv_times = _surv_times(edges, train.times)
@@ -454,7 +529,8 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         _write_outputs(out_dir, checkpoint={"state_dict": state, "architecture": cfg.architecture,
                                             "modalities": list(modalities), "input_channels": channels,
-                                            "model_kwargs": model_kwargs, "config": asdict(cfg),
+                                            "model_kwargs": healnet_kwargs(cfg.architecture, model_kwargs)
+                                            if healnet else model_kwargs, "config": asdict(cfg),
                                             "bin_edges": edges, "transforms": transforms},
                        history=history, predictions=predictions, missing=missing, attention=attention,
                        metrics=metrics)
@@ -513,8 +589,8 @@ def _train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig,
     risk = np.asarray(fitted.predict(x_test), float)
     surv = np.asarray(fitted.predict_survival(x_test, np.array(surv_times)), float)
     c_index = concordance(test.times, test.events, risk) if test.events.sum() else float("nan")
-    scenarios = [(name, dropped, np.asarray(fitted.predict(_omics_matrix(test, widths, drop)[0]), float))
-                 for name, dropped, drop in missing_scenarios(len(test.case_ids), cfg.modalities, cfg.seed + fold)]
+    scenarios = _missing_risks(lambda drop: np.asarray(fitted.predict(_omics_matrix(test, widths, drop)[0]), float),
+                               test, cfg.modalities, cfg, fold)
     predictions, missing = _fold_tables(test, fold, cfg.modalities, risk, surv, scenarios)
     metrics = {"fold": fold, "architecture": "coxnet", "modalities": list(cfg.modalities), "c_index": c_index,
                "n_train": int(has.sum()), "n_val": 0, "n_test": len(test.case_ids),

@@ -2,6 +2,13 @@
 
 * ``healnet``: HEALNet over all the configured modalities;
 * ``healnet-<modality>`` (``healnet-wsi``, ``healnet-rna``, ...): HEALNet over that modality alone;
+* ``healnet_<ablation>``: HEALNet over all the configured modalities with one part changed
+  (:data:`ABLATIONS`): ``healnet_noself`` (no latent self-attention), ``healnet_selfeach``
+  (self-attention after every modality's update, the published code's placement, instead of once
+  per layer), ``healnet_tied`` (one set of weights for all layers), ``healnet_meanpool`` (no learned
+  latent array: one latent per modality, its mean-pooled tokens projected).  The separator is ``_``:
+  modality names are letters, digits and ``_``, so ``healnet-<modality>`` can never mean an ablation,
+  and ``healnet_...`` never a modality; both fit the workflow's ``model`` wildcard ``[a-z0-9_-]``;
 * ``snn`` (omics), ``abmil`` (WSI), ``early-fusion``, ``late-fusion``: the baselines of
   :mod:`healnet.baselines`, imported only when asked for;
 * ``coxnet``: elastic-net Cox on the concatenated omics (not a torch module: trained by
@@ -22,17 +29,39 @@ from .model import HEALNet
 BASELINES = ("snn", "abmil", "early-fusion", "late-fusion")
 OMICS_ONLY = ("snn", "coxnet")
 WSI_ONLY = ("abmil",)
-ARCHITECTURES = ("healnet", "healnet-<modality>", *BASELINES, "coxnet")
+# HEALNet keyword arguments of each ablation; they override the configured model block
+ABLATIONS = {
+    "healnet_noself": {"self_per_cross_attn": 0},
+    "healnet_selfeach": {"self_attn_after": "modality"},
+    "healnet_tied": {"tie_all_layers": True},
+    "healnet_meanpool": {"latent_array": "mean_pool"},
+}
+# HEALNet trained differently, by name: the training settings it overrides
+TRAINING_VARIANTS = {
+    "healnet_genes": {"omic_tokens": "genes"},  # one token per gene: per-gene attention (healnet.faithfulness)
+}
+ARCHITECTURES = ("healnet", "healnet-<modality>", *ABLATIONS, *TRAINING_VARIANTS, *BASELINES, "coxnet")
 
 
 def is_healnet(name: str) -> bool:
-    return name == "healnet" or name.startswith("healnet-")
+    return name == "healnet" or name.startswith("healnet-") or name in ABLATIONS or name in TRAINING_VARIANTS
+
+
+def training_overrides(name: str) -> dict:
+    """The training settings architecture ``name`` sets whatever the config says (none for most)."""
+    return dict(TRAINING_VARIANTS.get(name, {}))
+
+
+def healnet_kwargs(name: str, kwargs: dict) -> dict:
+    """HEALNet keyword arguments of architecture ``name``: ``kwargs`` with its ablation's own on top
+    (saved with a checkpoint, ``HEALNet(**healnet_kwargs(...))`` rebuilds the ablation)."""
+    return {**kwargs, **ABLATIONS.get(name, {})}
 
 
 def model_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
     """The modalities (in configured order) that architecture ``name`` reads."""
     modalities = tuple(modalities)
-    if name == "healnet" or name in ("early-fusion", "late-fusion"):
+    if name == "healnet" or name in ABLATIONS or name in TRAINING_VARIANTS or name in ("early-fusion", "late-fusion"):
         chosen = modalities
     elif name.startswith("healnet-"):
         chosen = (name[len("healnet-"):],)
@@ -54,13 +83,13 @@ def build_model(name: str, *, input_channels: Sequence[int], modalities: Sequenc
                 input_axes: Sequence[int] | None = None, fourier_encode: bool = False, **kwargs) -> nn.Module:
     """The torch model ``name`` over ``modalities`` (already those of :func:`model_modalities`).
 
-    HEALNet variants take HEALNet's keyword arguments; a baseline gets ``kwargs`` (and the Fourier
-    arguments only if its builder accepts them)."""
+    HEALNet variants take HEALNet's keyword arguments (an ablation's own, :data:`ABLATIONS`, win); a
+    baseline gets ``kwargs`` (and the Fourier arguments only if its builder accepts them)."""
     if len(input_channels) != len(modalities):
         raise ValueError(f"{name}: {len(input_channels)} input channel counts for {len(modalities)} modalities")
     if is_healnet(name):
         return HEALNet(input_channels=list(input_channels), input_axes=input_axes, num_classes=num_classes,
-                       fourier_encode=fourier_encode, **kwargs)
+                       fourier_encode=fourier_encode, **healnet_kwargs(name, kwargs))
     if name == "coxnet":
         raise ValueError("coxnet is not a torch model: train it with healnet.train.train_fold")
     if name not in BASELINES:

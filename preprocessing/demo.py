@@ -23,6 +23,8 @@ Layout written under ``out_dir`` (GDC layout: every data file at ``{file_id}/{fi
     gdc_manifest.txt      id, filename, md5, size, state (one line per slide / RNA file)
     gdc_sample_sheet.tsv  GDC portal sample sheet
     truth.tsv, oracle.json  the planted truth and the oracle c-index
+    truth_tumour.npz      per slide, where the planted tumour texture is (see :func:`read_truth_tumour`)
+    truth_genes.tsv       the planted signal genes: gene_id (versioned, as in the STAR files), gene_name, loading
 
 Everything is a pure function of ``seed`` (byte-identical on rerun, UUIDs included); every file is
 written atomically (temp file in the same directory, then ``os.replace``).
@@ -85,6 +87,7 @@ MAF_CLASSES = {"Missense_Mutation": 0.45, "Silent": 0.2, "Nonsense_Mutation": 0.
                "Frame_Shift_Ins": 0.02, "In_Frame_Del": 0.02, "Splice_Site": 0.03, "3'UTR": 0.07,
                "Intron": 0.08, "5'Flank": 0.04}
 CNV_TYPE, MAF_TYPE = "Gene Level Copy Number", "Masked Somatic Mutation"
+TRUTH_TUMOUR, TRUTH_GENES = "truth_tumour.npz", "truth_genes.tsv"  # beside oracle.json
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,9 +180,10 @@ def _nuclei_stamps(rng: np.random.Generator, mpp: float, n: int = 6) -> list[tup
 
 
 def render_slide(rng: np.random.Generator, size: tuple[int, int], mpp: float,
-                 tumour_fraction: float, blank: bool = False) -> tuple[np.ndarray, float]:
+                 tumour_fraction: float, blank: bool = False, *, return_labels: bool = False):
     """H&E-like level-0 RGB image (H, W, 3) uint8 for ``size`` = (width, height) px at ``mpp``
-    µm/px, and the realised tumour share of the tissue area (nan for a blank slide).
+    µm/px, and the realised tumour share of the tissue area (nan for a blank slide); with
+    ``return_labels`` also the level-0 label map (H, W) uint8: 0 glass, 1 stroma, 2 tumour.
 
     Tumour regions are thresholded smooth noise (blobs of ~0.5 mm) inside the tissue, with the
     threshold set at the quantile that makes their area share equal ``tumour_fraction``."""
@@ -223,7 +227,51 @@ def render_slide(rng: np.random.Generator, size: tuple[int, int], mpp: float,
         c += nuc * (HEMATOXYLIN[ch] - c)
         c += offset
         rgb[..., ch] = np.clip(c, 0, 255, out=c)
-    return rgb, realised
+    return (rgb, realised, label) if return_labels else (rgb, realised)
+
+
+def label_cells(label: np.ndarray, cell: int = _CELL) -> tuple[np.ndarray, np.ndarray]:
+    """(tumour, tissue) share of each ``cell`` × ``cell`` px square of a level-0 label map, as
+    uint8 0-255 on the (ceil(H / cell), ceil(W / cell)) grid: small enough to keep per slide, fine
+    enough (8 µm at 0.5 µm/px) to score 256-px patches against."""
+    H, W = label.shape
+    gh, gw = -(-H // cell), -(-W // cell)
+    padded = np.zeros((gh * cell, gw * cell), np.uint8)
+    padded[:H, :W] = label
+    blocks = padded.reshape(gh, cell, gw, cell)
+    counts = cell * cell
+    tumour = np.count_nonzero(blocks == 2, axis=(1, 3)) / counts
+    tissue = np.count_nonzero(blocks > 0, axis=(1, 3)) / counts
+    return (np.round(tumour * 255).astype(np.uint8), np.round(tissue * 255).astype(np.uint8))
+
+
+def write_truth_tumour(path: str | Path, cells: dict[str, tuple[np.ndarray, np.ndarray]],
+                       cell: int = _CELL) -> None:
+    """Write :data:`TRUTH_TUMOUR` (atomically): ``cell_px`` (level-0 px per cell), ``slide_ids``,
+    and per slide ``tumour/<slide_id>`` and ``tissue/<slide_id>`` from :func:`label_cells`."""
+    import io
+    import zipfile
+
+    arrays = {"cell_px": np.array(cell), "slide_ids": np.array(sorted(cells), dtype=str)}
+    for sid in sorted(cells):
+        arrays[f"tumour/{sid}"], arrays[f"tissue/{sid}"] = cells[sid]
+    # np.savez stamps the current time into the zip: written by hand for byte-identical reruns
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for key, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue(),
+                       compress_type=zipfile.ZIP_DEFLATED)
+
+
+def read_truth_tumour(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """(tumour share, tissue share, cell px) of :func:`write_truth_tumour`: per slide id a float
+    (rows, cols) grid in [0, 1]; cell (i, j) covers level-0 px x in [j, j + 1) * cell, y in [i, i + 1) * cell."""
+    with np.load(path, allow_pickle=False) as z:
+        ids = [str(s) for s in np.atleast_1d(z["slide_ids"])]
+        tumour = {s: z[f"tumour/{s}"].astype(np.float32) / 255 for s in ids}
+        tissue = {s: z[f"tissue/{s}"].astype(np.float32) / 255 for s in ids}
+        return tumour, tissue, int(z["cell_px"])
 
 
 def write_svs(path: str | Path, rgb: np.ndarray, *, mpp: float, app_mag: float, tile: int = 256,
@@ -482,12 +530,14 @@ def _clinical(rng: np.random.Generator, cases: pd.DataFrame, project: str) -> pd
     return pd.DataFrame(rows, columns=list(CLINICAL_COLUMNS))
 
 
-def _make_slide(task: tuple) -> float:
-    """Render and write one slide (a picklable unit of work); returns its realised tumour share."""
+def _make_slide(task: tuple) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+    """Render and write one slide (a picklable unit of work); returns its realised tumour share
+    and its (tumour, tissue) cells (:func:`label_cells`)."""
     path, seq, size, mpp, tumour_fraction, blank = task
-    rgb, frac = render_slide(np.random.default_rng(seq), size, mpp, tumour_fraction, blank)
+    rgb, frac, label = render_slide(np.random.default_rng(seq), size, mpp, tumour_fraction, blank,
+                                    return_labels=True)
     write_svs(path, rgb, mpp=mpp, app_mag=10.0 / mpp)
-    return frac
+    return frac, label_cells(label)
 
 
 def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
@@ -505,7 +555,8 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
     available core); the output does not depend on it.  Deterministic in ``seed``.  An existing
     ``out_dir`` is written over, but files of an earlier run with another seed are not removed.
 
-    Returns paths (``out_dir``, ``clinical``, ``manifest``, ``sample_sheet``, ``truth``, ``oracle``,
+    Returns paths (``out_dir``, ``clinical``, ``manifest``, ``sample_sheet``, ``truth``,
+    ``truth_tumour``, ``truth_genes``, ``oracle``,
     lists ``slides``, ``rna``, ``cnv`` and ``maf``) and counts (``n_cases``, ``n_slides``, ``n_rna``,
     ``n_cnv``, ``n_maf``, ``n_blank_slides``, ``n_events``) plus ``oracle_c_index``."""
     out = Path(out_dir)
@@ -590,9 +641,10 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
     workers = min(workers or len(os.sched_getaffinity(0)), max(len(slide_tasks), 1))
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
-            realised = list(ex.map(_make_slide, slide_tasks))
+            rendered = list(ex.map(_make_slide, slide_tasks))
     else:
-        realised = [_make_slide(t) for t in slide_tasks]
+        rendered = [_make_slide(t) for t in slide_tasks]
+    realised = [frac for frac, _ in rendered]
     # realised tumour share of tissue, averaged over a case's slides (nan: no / blank slide)
     per_case = pd.Series(realised, dtype=float).groupby(pd.Series(slide_case, dtype=np.int64)).mean()
     cases["slide_tumour_fraction"] = np.round(per_case.reindex(range(n_cases)).to_numpy(), 6)
@@ -614,6 +666,7 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
     c_index = float(concordance_index_censored(event.astype(bool), t.astype(float), risk)[0])
     paths = {k: out / v for k, v in (("clinical", "clinical.tsv"), ("manifest", "gdc_manifest.txt"),
                                      ("sample_sheet", "gdc_sample_sheet.tsv"), ("truth", "truth.tsv"),
+                                     ("truth_tumour", TRUTH_TUMOUR), ("truth_genes", TRUTH_GENES),
                                      ("oracle", "oracle.json"))}
     _write_text(paths["clinical"], _tsv(_clinical(rng, cases, project)))
     _write_text(paths["manifest"], _tsv(manifest))
@@ -622,6 +675,11 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
                   "n_slides", "n_blank_slides", "has_rna", "has_cnv", "has_maf", "slide_tumour_fraction"]
     _write_text(paths["truth"], cases[truth_cols].to_csv(sep="\t", index=False, lineterminator="\n",
                                                          float_format="%.6f"))
+    # where the planted signal is: per slide the tumour texture, and the signal genes
+    write_truth_tumour(paths["truth_tumour"], {Path(t[0]).name[: -len(".svs")]: cells
+                                               for t, (_, cells) in zip(slide_tasks, rendered)})
+    signal = genes[genes["loading"] != 0]
+    _write_text(paths["truth_genes"], _tsv(signal[["gene_id", "gene_name", "loading"]]))
     oracle = {"c_index": c_index, "n_cases": n_cases, "n_events": int(event.sum()), "seed": seed}
     _write_text(paths["oracle"], json.dumps(oracle, indent=2) + "\n")
 

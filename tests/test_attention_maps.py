@@ -161,11 +161,48 @@ def test_attention_report(slide, tmp_path):
     pd.DataFrame({"case_id": ["TCGA-AA-0001", "TCGA-AA-0002"], "risk": [0.2, 0.4]}).to_csv(preds, sep="\t", index=False)
     genes = tmp_path / "rna_genes.tsv"
     pd.DataFrame({"gene_id": ["ENSG1", "ENSG2"], "gene_name": ["TP53", "KRAS"]}).to_csv(genes, sep="\t", index=False)
+    from preprocessing.demo import write_truth_tumour
+
+    truth = tmp_path / "truth_tumour.npz"  # the demo's planted tumour: outlined in black
+    tumour = np.zeros((H // 16, W // 16), np.uint8)
+    tumour[10:40, 20:60] = 255
+    write_truth_tumour(truth, {sid: (tumour, np.full_like(tumour, 255))})
     out = attention_report([npz], [preds], {sid: str(path)}, {sid: str(h5)}, tmp_path / "maps",
-                           tmp_path / "genes.tsv", gene_names=genes, n_cases=3, max_side=256)
+                           tmp_path / "genes.tsv", gene_names=genes, n_cases=3, max_side=256, truth_tumour=truth)
     assert [p.rsplit("/", 1)[-1] for p in out["heatmaps"]] == [f"TCGA-AA-0001__{sid}.png"]
     png = tmp_path / "maps" / f"TCGA-AA-0001__{sid}.png"
     image = np.asarray(Image.open(png).convert("RGB"))
     assert image.shape[0] > 100 and len(np.unique(image.reshape(-1, 3), axis=0)) > 20
+    assert (image[HEADER:].astype(int).sum(-1) == 0).sum() > 100
     ranked = pd.read_csv(tmp_path / "genes.tsv", sep="\t")
     assert ranked["gene_name"].tolist() == ["TP53", "KRAS"]
+
+
+def test_planted_tumour_is_outlined_on_both_panels(slide, tmp_path):
+    """The demo's truth (tumour share per 128-px cell here) drawn as a black border of the region,
+    on the thumbnail and on the heat panel, and nowhere else."""
+    from healnet.attention_maps import truth_outline
+    from preprocessing.demo import read_truth_tumour, write_truth_tumour
+
+    path, h5, coords = slide
+    tumour = np.zeros((H // 128, W // 128), np.uint8)
+    tumour[2:6, 4:8] = 255  # level-0 x 512-1024, y 256-768: thumbnail (ds 4) x 128-256, y 64-192
+    truth = tmp_path / "truth_tumour.npz"
+    write_truth_tumour(truth, {path.stem: (tumour, np.full_like(tumour, 255))}, cell=128)
+    shares, tissue, cell = read_truth_tumour(truth)
+    assert cell == 128 and shares[path.stem].max() == 1.0 and tissue[path.stem].min() == 1.0
+    edge = truth_outline(shares[path.stem], cell, 4.0, (256, 384))
+    ys, xs = np.nonzero(edge)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (64, 191, 128, 255)
+    assert not edge[70:186, 134:250].any()  # a border, not a filled region
+    out = tmp_path / "heat.png"
+    render_heatmap(path, h5, coords, np.arange(len(coords), dtype=float), out, max_side=384,
+                   tumour=(shares[path.stem], cell))
+    image = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    for x0 in (0, 384 + GAP):  # thumbnail, then heat panel
+        panel = image[HEADER:HEADER + 256, x0:x0 + 384]
+        black = (panel.sum(-1) == 0)
+        np.testing.assert_array_equal(black, edge)
+    plain = tmp_path / "plain.png"
+    render_heatmap(path, h5, coords, np.arange(len(coords), dtype=float), plain, max_side=384)
+    assert not (np.asarray(Image.open(plain).convert("RGB")).astype(int)[HEADER:].sum(-1) == 0).any()

@@ -108,6 +108,25 @@ def test_absent_modality_has_no_effect(name, absent):
         torch.testing.assert_close(model(tensors, masks=empty), reference)
 
 
+def test_early_fusion_imputes_an_absent_modality_at_the_training_mean():
+    """missing="mean": an absent modality reads as one token of zeros (the standardised training
+    mean), so its output equals that of a case whose only token is all zeros; missing="mask": it
+    equals the case without the modality's tokens at all."""
+    tensors, masks = _batch()
+    present = torch.ones(5, 2, dtype=torch.bool)
+    present[2, 1] = False
+    for missing in ("mean", "mask"):
+        model = _model("early-fusion", missing=missing)
+        out = model(tensors, masks=masks, present=present)[2]
+        if missing == "mean":
+            expected = model([tensors[0][2:3], torch.zeros(1, 1, CHANNELS[1])], masks=[masks[0][2:3], None])[0]
+        else:
+            expected = model([tensors[0][2:3], tensors[1][2:3]], masks=[masks[0][2:3], torch.zeros(1, 1, dtype=torch.bool)])[0]
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="missing"):
+        _model("early-fusion", missing="zero")
+
+
 def _planted(n, seed):
     """Risk 2z, with z = gene 0 = the shift of patch channel 0 of every patch: each baseline sees the
     whole signal in the modality it reads; exponential times, 25 % censoring."""

@@ -45,7 +45,7 @@ def _args(root, out, *extra):
 def test_cv_on_tables(tables, capsys):
     root, clin = tables
     out = root / "out"
-    assert main(_args(root, out, "--models", "healnet", "coxnet")) == 0
+    assert main(_args(root, out, "--models", "healnet", "coxnet", "--missing-fractions", "0.5")) == 0
     printed = capsys.readouterr().out
     assert "coxnet" in printed and "healnet" in printed
 
@@ -70,6 +70,10 @@ def test_cv_on_tables(tables, capsys):
     missing = pd.read_csv(out / "missing_modalities.tsv", sep="\t")
     assert set(missing["model"]) == {"healnet", "coxnet"} and missing["harrell_mean"].between(0, 1).all()
     assert (out / "km.png").read_bytes()[:4] == b"\x89PNG"
+    curves = pd.read_csv(out / "missing_curves.tsv", sep="\t")  # healnet over two omics: curves; coxnet too
+    assert set(curves["model"]) == {"healnet", "coxnet"} and set(curves["removed"]) == {"rna", "cnv", "rna+cnv"}
+    assert sorted(curves["fraction"].unique()) == [0, 0.5]  # 0 (complete data) and the --missing-fractions
+    assert (out / "missing_curves.png").read_bytes()[:4] == b"\x89PNG"
     # each model on all the cases it predicted (here both models predict every test case), and the headline
     all_cases = pd.read_csv(out / "metrics_all_cases.tsv", sep="\t")
     assert sorted(zip(all_cases["model"], all_cases["fold"])) == sorted(zip(metrics["model"], metrics["fold"]))
@@ -87,6 +91,24 @@ def test_cv_on_tables(tables, capsys):
     assert os.stat(out / "models" / "healnet" / "fold0" / "model.pt").st_mtime_ns == stamp
     assert (out / "metrics.tsv").read_text() == before
     assert (out / "headline.rst").read_text() == headline
+
+
+def test_cv_missing_curves_trained_with_missingness(tables):
+    """--missing-train adds mode "trained" rows: per removal set, fraction 0 (complete data) and the
+    asked fractions, each from its own trained models, beside the test-time rows."""
+    root, _ = tables
+    out = root / "out_missing"
+    assert main(_args(root, out, "--models", "healnet", "--epochs", "1", "--missing-fractions", "0.5",
+                      "--missing-train")) == 0
+    curves = pd.read_csv(out / "missing_curves.tsv", sep="\t")
+    trained = curves[curves["mode"] == "trained"]
+    assert set(curves["mode"]) == {"test", "trained"}
+    assert sorted(zip(trained["removed"], trained["fraction"])) == sorted(
+        (r, f) for r in ("rna", "cnv", "rna+cnv") for f in (0.0, 0.5))
+    assert (trained["n_folds"] == 3).all() and trained["harrell_mean"].between(0, 1).all()
+    # complete data is the same training whichever set is removed later
+    full = trained[trained["fraction"] == 0]["harrell_mean"]
+    assert full.max() - full.min() < 1e-12
 
 
 @pytest.mark.parametrize("extra,message", [

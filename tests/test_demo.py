@@ -361,3 +361,33 @@ def test_signal_in_slides_and_rna(tmp_path):
         sig.append(truth.loc[r["Case ID"].split(", ")[0], "rna_signal"])
     gained, sig = np.array(gained), np.array(sig)
     assert 0 < gained.mean() < 1 and sig[gained].mean() > sig[~gained].mean() + 0.5
+
+
+def test_planted_truth_files(cohort, sheet, truth):
+    """truth_tumour.npz marks, per slide, the cells of dark tumour texture (checked against the
+    pixels OpenSlide reads, and against truth.tsv), and truth_genes.tsv lists the ten planted genes
+    as the STAR files name them."""
+    tumour, tissue, cell = demo.read_truth_tumour(cohort["truth_tumour"])
+    slides = _slides(cohort, sheet)
+    assert set(tumour) == {p.name[: -len(".svs")] for _, p in slides} and cell == 16
+    blank_cases = set(truth.loc[truth.n_blank_slides > 0, "case_submitter_id"])
+    expected = truth.set_index("case_submitter_id")["slide_tumour_fraction"]
+    for case, path in slides:
+        sid = path.name[: -len(".svs")]
+        assert tumour[sid].shape == tissue[sid].shape == (768 // cell, 1024 // cell)
+        if case in blank_cases:
+            assert tissue[sid].max() == 0 and tumour[sid].max() == 0
+            continue
+        assert (tumour[sid] <= tissue[sid] + 1e-6).all()
+        assert tumour[sid].sum() / tissue[sid].sum() == pytest.approx(expected[case], abs=0.01)
+        with openslide.OpenSlide(path) as s:
+            rgb = _level(s, 0).astype(float)
+        lum = rgb.mean(-1).reshape(768 // cell, cell, 1024 // cell, cell).mean(axis=(1, 3))
+        on, off = tumour[sid] == 1, (tissue[sid] == 1) & (tumour[sid] == 0)
+        assert on.sum() > 20 and off.sum() > 20
+        assert lum[on].mean() < lum[off].mean() - 15  # the dense, dark nuclei of the planted texture
+        assert np.mean(lum[tissue[sid] == 0] > 225) > 0.99  # glass outside the tissue cells (JPEG blurs edges)
+    genes = pd.read_csv(cohort["truth_genes"], sep="\t")
+    assert sorted(genes["gene_name"]) == sorted(demo.SIGNAL_GENES) and (genes["loading"] > 0).all()
+    star = pd.read_csv(cohort["rna"][0], sep="\t", comment="#").set_index("gene_name")
+    assert star.loc[genes["gene_name"], "gene_id"].tolist() == genes["gene_id"].tolist()

@@ -159,6 +159,46 @@ def test_missing_table(tmp_path):
     assert list(missing_table([]).columns) == ["model", "scenario", "harrell_mean", "harrell_std", "n_folds", "n_cases"]
 
 
+def test_missing_curves_table_and_plot(tmp_path):
+    """Per model, removal set and fraction: the fold mean of Harrell's c-index (scikit-survival's,
+    computed here per fold), a 95 % t-interval over folds, and fraction 0 = the ``full`` scenario;
+    the other scenarios stay out of the curves and the curves stay out of missing_table."""
+    from scipy import stats
+
+    from healnet.missing_curves import curves_plot, curves_table
+
+    rng = np.random.default_rng(2)
+    fold_missing, expected = {}, {}
+    for k in range(3):
+        rows = []
+        for scenario, removed, fraction in [("full", "", ""), ("no_rna", "", ""), ("rna@0.5", "rna", 0.5),
+                                            ("rna@0.9", "rna", 0.9), ("wsi@0.5", "wsi", 0.5)]:
+            n = 20
+            t, e, r = rng.exponential(500, n) + 1, rng.random(n) < 0.7, rng.normal(size=n)
+            rows.append(pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "fold": k, "scenario": scenario,
+                                      "removed": removed, "fraction": fraction, "dropped": "", "risk": r,
+                                      "time": t, "event": e.astype(int)}))
+            expected.setdefault(scenario, []).append(concordance_index_censored(e, t, r)[0])
+        path = tmp_path / "models" / "healnet" / f"fold{k}" / "missing.tsv"
+        path.parent.mkdir(parents=True)
+        pd.concat(rows).to_csv(path, sep="\t", index=False)
+        fold_missing["healnet", k] = str(path)
+    table = curves_table(fold_missing)
+    assert set(table["mode"]) == {"test"}
+    assert [(r.removed, r.fraction) for r in table.itertuples()] == [("rna", 0.0), ("rna", 0.5), ("rna", 0.9),
+                                                                      ("wsi", 0.0), ("wsi", 0.5)]
+    for row in table.itertuples():
+        scenario = "full" if row.fraction == 0 else f"{row.removed}@{row.fraction:g}"
+        values = expected[scenario]
+        half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
+        assert row.harrell_mean == pytest.approx(np.mean(values))
+        assert (row.ci_low, row.ci_high) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+        assert row.n_folds == 3 and row.n_cases == 60
+    assert set(missing_table(list(fold_missing.values()))["scenario"]) == {"full", "no_rna"}
+    curves_plot(table, tmp_path / "curves.png", "demo")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
 def test_risk_groups_use_each_folds_median():
     # fold 1's model outputs risks on a scale 100× larger: a pooled median would put all of it "high"
     preds = pd.DataFrame({"fold": [0] * 4 + [1] * 4, "risk": [1, 2, 3, 4, 100, 200, 300, 400]})

@@ -347,9 +347,11 @@ def test_output_of_a_sample_does_not_depend_on_its_batch(return_attention):
             torch.testing.assert_close(out[order.index(0)][None], alone, atol=1e-6, rtol=0)
 
 
-def test_cached_context_equals_per_layer_recomputation():
+@pytest.mark.parametrize("offset", [20.0, 0.0])
+def test_cached_context_equals_per_layer_recomputation(offset):
     """K/V of each context computed once per forward (LayerNorm affine folded into the projection,
-    reused by tied layers) gives the textbook per-layer result, forward and backward."""
+    reused by tied layers) gives the textbook per-layer result, forward and backward, on raw
+    (offset: the statistics' exact path) and centred contexts (their one-pass path)."""
     channels, axes = (6, 1, 3), (2, 0, 0)
     model = make(channels=channels, input_axes=axes, fourier_encode=True, weight_tie_layers=True, depth=4)
     with torch.no_grad():  # non-trivial LayerNorm affines, so that folding them is exercised
@@ -359,7 +361,7 @@ def test_cached_context_equals_per_layer_recomputation():
                 mod.bias.uniform_(-0.5, 0.5)
     cases = [_case(s, n) for s, n in ((0, 10), (1, 17), (2, 5))]
     for c in cases:  # raw (not standardised) contexts: a large common offset and scale
-        c[0] = c[0] * 3 + 20
+        c[0] = c[0] * 3 + offset
     tensors, masks, present = _batch(cases, [[True, True, True], [True, False, True], [False, True, True]])
     pos = [torch.rand(3, tensors[0].shape[1], 2) * 2 - 1, None, None]
     for return_attention in (False, True):
@@ -429,3 +431,73 @@ def test_gene_tokens_carry_their_identity():
         assert not torch.allclose(named([x]), named([swapped]), atol=1e-4)
         with pytest.raises(ValueError, match="10 feature tokens, got 9"):
             named([x[:, :9]])
+
+
+def test_token_stats_match_layer_norm_statistics(monkeypatch):
+    """The one-pass per-token statistics of the context cache equal var_mean's (values and gradients)
+    on z-scored, offset, constant and empty tokens; var_mean is only called for tokens whose mean
+    dwarfs their spread, so z-scored features take the fast path."""
+    import healnet.model
+
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(40, 64, generator=g),  # z-scored features: the fast path
+            torch.randn(40, 64, generator=g).abs(),  # non-negative (ReLU-like) features
+            torch.randn(10, 64, generator=g) * 0.01 + 50,  # mean >> spread: recomputed
+            torch.full((3, 64), 7.0), torch.zeros(3, 64)]  # constant and padding tokens
+    x = torch.cat(rows)[None].requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    mu, rstd = healnet.model.token_stats(x, 1e-5)
+    var, mu_ref = torch.var_mean(y, dim=-1, unbiased=False, keepdim=True)
+    rstd_ref = torch.rsqrt(var + 1e-5)
+    torch.testing.assert_close(mu, mu_ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rstd, rstd_ref, atol=0, rtol=1e-5)
+    w = torch.randn(2, x.shape[1], 1, generator=g)
+    (mu * w[0] + rstd * w[1]).sum().backward()
+    (mu_ref * w[0] + rstd_ref * w[1]).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad, atol=1e-5, rtol=1e-4)
+
+    calls = []
+    original = torch.var_mean
+    monkeypatch.setattr(torch, "var_mean", lambda t, *a, **k: calls.append(t.shape[0]) or original(t, *a, **k))
+    healnet.model.token_stats(torch.cat(rows[:2])[None], 1e-5)
+    assert calls == []
+    healnet.model.token_stats(x.detach(), 1e-5)
+    assert calls == [10 + 3]  # the offset and the constant tokens
+
+
+def test_cpu_training_attention_equals_sdpa_with_the_same_dropout_mask():
+    """In training on the CPU the attention softmax is explicit (fewer ops than SDPA's fallback); it
+    draws the same dropout mask as SDPA, so the step is the same computation."""
+    torch.manual_seed(0)
+    attn = Attention(12, 5, heads=2, dim_head=4, dropout=0.3).train()
+    x, ctx = torch.randn(3, 6, 12), torch.randn(3, 40, 5)
+    mask = torch.rand(3, 40) > 0.2
+    torch.manual_seed(1)
+    out, weights = attn(x, context=ctx, mask=mask)
+    assert weights is None
+    q = attn.to_q(x).view(3, 6, 2, 4).transpose(1, 2)
+    k, v = (t.view(3, 40, 2, 4).transpose(1, 2) for t in attn.to_kv(ctx).chunk(2, dim=-1))
+    torch.manual_seed(1)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None], dropout_p=0.3)
+    torch.testing.assert_close(out, attn.to_out(sdpa.transpose(1, 2).reshape(3, 6, 8)), atol=1e-6, rtol=0)
+
+
+def test_context_projection_equals_linear_forward_and_backward():
+    """The context projection (oneDNN on the CPU where PyTorch has it) is F.linear: values and both
+    gradients (the context's is needed when it carries learned gene identities)."""
+    import healnet.model
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((2, 300, 64), (3, 7, 1), (1, 5, 9)):
+        x = torch.randn(*shape, generator=g).requires_grad_()
+        w = torch.randn(12, shape[-1], generator=g).requires_grad_()
+        x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+        out, expected = healnet.model.project(x, w), torch.nn.functional.linear(x2, w2)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        upstream = torch.randn(out.shape, generator=g)
+        out.backward(upstream)
+        expected.backward(upstream)
+        torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(w.grad, w2.grad, atol=1e-4, rtol=1e-5)
+    if healnet.model._ONEDNN_LINEAR is not None:  # this build takes the oneDNN path
+        assert type(healnet.model.project(x, w).grad_fn).__name__ == "_ContextProjectionBackward"

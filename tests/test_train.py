@@ -13,7 +13,7 @@ from sksurv.metrics import concordance_index_censored
 
 from healnet.data import Cohort, OmicTransform, case_of_slide, load_bags
 from healnet.model import HEALNet
-from healnet.survival import fit_bins
+from healnet.survival import fit_bins, survival_from_logits
 from healnet.train import TrainConfig, collate, evaluate_loss, prepare_fold, train_fold
 
 N_CASES, DIM, N_GENES, N_SIGNAL_GENES = 120, 16, 40, 8
@@ -102,6 +102,28 @@ def test_omic_transform_without_log_and_with_odd_values():
     assert np.isfinite(out).all()
     j = tf.columns.index("g3")
     np.testing.assert_allclose(out[:, j], (test["g3"] - train["g3"].mean()) / train["g3"].std(), rtol=1e-5)
+
+
+def test_cox_selection_keeps_a_quiet_prognostic_gene_that_variance_drops():
+    """A gene of small variance that carries the survival signal is kept by ``select="cox"`` (fitted
+    on the training rows' times and events) and lost by the variance ranking; the kept columns stay
+    in the table's order, and without survival the cox ranking is refused."""
+    rng = np.random.default_rng(11)
+    n = 120
+    noise = pd.DataFrame(rng.normal(0, 3, (n, 20)), columns=[f"g{j}" for j in range(20)])
+    signal = rng.standard_normal(n)
+    noise.insert(7, "prognostic", 0.1 * signal)
+    times = np.exp(-signal + 0.3 * rng.standard_normal(n)) * 1000
+    events = np.ones(n, dtype=int)
+    by_variance = OmicTransform(top_k=5, log_transform=False).fit(noise)
+    by_cox = OmicTransform(top_k=5, select="cox", log_transform=False).fit(noise, times, events)
+    assert "prognostic" not in by_variance.columns
+    assert "prognostic" in by_cox.columns
+    assert by_cox.columns == [c for c in noise.columns if c in by_cox.columns]
+    with pytest.raises(ValueError, match="times and events"):
+        OmicTransform(top_k=5, select="cox").fit(noise)
+    with pytest.raises(ValueError, match="omic_select"):
+        TrainConfig(modalities=("rna",), omic_select="t-test")
 
 
 def test_a_z_scored_table_keeps_its_negative_values():
@@ -318,8 +340,13 @@ def test_survival_curves_in_predictions(trained):
 def test_missing_modality_scenarios(trained):
     _, split, out, _ = trained
     missing = pd.read_csv(out / "missing.tsv", sep="\t", keep_default_na=False)
-    assert list(missing.columns) == ["case_id", "fold", "scenario", "dropped", "risk", "time", "event"]
+    assert list(missing.columns) == ["case_id", "fold", "scenario", "removed", "fraction", "dropped", "risk",
+                                     "time", "event"]
+    curves = missing[missing["fraction"] != ""]
+    missing = missing[missing["fraction"] == ""]
     assert sorted(missing["scenario"].unique()) == ["full", "mixed", "no_rna", "no_wsi"]
+    assert set(curves["removed"]) == {"wsi", "rna", "wsi+rna"}
+    assert sorted(set(curves["fraction"].astype(float))) == list(CFG.missing_fractions)
     risk = {s: g.set_index("case_id")["risk"] for s, g in missing.groupby("scenario")}
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t").set_index("case_id")
     for r in risk.values():
@@ -334,6 +361,55 @@ def test_missing_modality_scenarios(trained):
     assert set(mixed["dropped"]) == {"wsi", "rna"} and 0.25 < (mixed["dropped"] == "wsi").mean() < 0.75
     for c, row in mixed.iterrows():
         assert row["risk"] == pytest.approx(risk[f"no_{row['dropped']}"][c], abs=1e-6)
+
+
+def test_curve_scenarios_remove_nested_shares_and_never_everything():
+    """round(f n) cases lose the removed modality; the cases of a smaller fraction are among those of
+    a larger one; a pair takes one of its two modalities from each chosen case (none loses both);
+    a model of one modality has no curve."""
+    from healnet.train import curve_scenarios
+
+    ids, modalities = [f"c{i}" for i in range(40)], ("wsi", "rna", "cnv")
+    scenarios = curve_scenarios(ids, modalities, (0.1, 0.5, 0.9), seed=3)
+    assert len(scenarios) == (3 + 3) * 3  # three singles and three pairs, three fractions each
+    chosen = {}
+    for name, removed, f, dropped, drop in scenarios:
+        assert name == f"{removed}@{f:g}" and drop.sum() == round(f * 40)
+        assert (drop.sum(axis=1) <= 1).all() and ((dropped != "") == drop.any(axis=1)).all()
+        parts = removed.split("+")
+        assert set(dropped[dropped != ""]) == set(parts)
+        assert not drop[:, [k for k, m in enumerate(modalities) if m not in parts]].any()
+        chosen[removed, f] = set(np.flatnonzero(drop.any(axis=1)))
+    for removed in ("wsi", "rna+cnv"):
+        assert chosen[removed, 0.1] < chosen[removed, 0.5] < chosen[removed, 0.9]
+    assert chosen["wsi", 0.5] != chosen["rna", 0.5]  # each removal set draws its own cases
+    again = curve_scenarios(ids, modalities, (0.1, 0.5, 0.9), seed=3)
+    assert all((a[4] == b[4]).all() for a, b in zip(scenarios, again))
+    assert curve_scenarios(ids, ("rna",), (0.5,), seed=3) == []
+    with pytest.raises(ValueError, match="missing_fractions"):
+        TrainConfig(modalities=("rna",), missing_fractions=(0.0, 0.5))
+
+
+def test_training_with_a_modality_missing_from_every_case_never_updates_its_weights(tmp_path):
+    """train_missing removes the modality from that share of the training (and test) cases: at 100 %
+    for rna (no L1, no weight decay) the rna cross-attention keeps its initial weights, the wsi one
+    learns; an unknown removal set is refused."""
+    cohort = planted_cohort(60)[0]
+    split = _split(cohort.case_ids)
+    cfg = replace(CFG, epochs=2, l1=0.0, weight_decay=0.0, early_stopping="none",
+                  train_missing={"removed": "rna", "fraction": 1.0})
+    train_fold(cohort, split, cfg, tmp_path, fold=0)
+    state = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
+    torch.manual_seed(cfg.seed)
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    initial = HEALNet(input_channels=saved["input_channels"], num_classes=cfg.n_bins, **saved["model_kwargs"]).state_dict()
+    rna = [k for k in state if k.startswith("layers.0.cross.1.0.fn.to_kv")]
+    wsi = [k for k in state if k.startswith("layers.0.cross.0.0.fn.to_kv")]
+    assert rna and wsi
+    assert all(torch.equal(state[k], initial[k]) for k in rna)
+    assert not all(torch.equal(state[k], initial[k]) for k in wsi)
+    with pytest.raises(ValueError, match="train_missing"):
+        train_fold(cohort, split, replace(cfg, train_missing={"removed": "cnv", "fraction": 0.5}), None, fold=0)
 
 
 def test_attention_maps(trained):
@@ -371,6 +447,34 @@ def test_attention_maps_per_gene_and_subsampled_patches(tmp_path):
         assert att[f"wsi_attention/{c}"].shape == (min(10, len(cohort.bags[c])),) == coords.shape[:1]
         rows = [int(np.flatnonzero((cohort.positions[c].round() == xy).all(1))[0]) for xy in coords]
         assert rows == sorted(rows)
+
+
+@pytest.mark.parametrize("architecture", ["healnet_genes", "healnet_noself"])
+def test_named_variants_train_and_their_checkpoint_rebuilds_them(tmp_path, architecture):
+    """healnet_genes trains with one token per gene whatever the config says (per-gene attention in
+    attention.npz, the override in the saved config); an ablation's own keywords are in the saved
+    model_kwargs, so HEALNet(**model_kwargs) rebuilds it and reproduces the test predictions."""
+    from healnet.train import predict
+
+    cohort, _ = planted_cohort(n=40)
+    ids = cohort.case_ids
+    split = {"train": ids[:24], "val": ids[24:30], "test": ids[30:]}
+    cfg = TrainConfig(architecture=architecture, epochs=2, omic_top_k=12, max_patches=10, device="cpu",
+                      early_stopping="loss")  # the split as given: the rebuild below prepares the same fold
+    train_fold(cohort, split, cfg, tmp_path)
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    att = np.load(tmp_path / "attention.npz")
+    genes = architecture == "healnet_genes"
+    assert saved["config"]["omic_tokens"] == ("genes" if genes else "single")
+    assert bool([k for k in att.files if k.startswith("rna_attention/")]) == genes
+    assert (saved["model_kwargs"].get("self_per_cross_attn") == 0) == (architecture == "healnet_noself")
+    model = HEALNet(input_channels=saved["input_channels"], num_classes=cfg.n_bins, **saved["model_kwargs"])
+    model.load_state_dict(saved["state_dict"])
+    run_cfg = TrainConfig(**{**saved["config"], "modalities": tuple(saved["config"]["modalities"])})
+    subsets, _, _ = prepare_fold(cohort, split, run_cfg)
+    risk = -survival_from_logits(predict(model, subsets["test"], saved["input_channels"], run_cfg).double()).sum(1)
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    np.testing.assert_allclose(risk.numpy(), predictions["risk"], rtol=1e-5, atol=1e-6)
 
 
 def test_saved_model_reproduces_the_predictions(trained):
@@ -599,6 +703,9 @@ def test_several_omics_modalities(tmp_path):
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t").set_index("case_id")
     assert predictions.loc[ids[30:33], "has_cnv"].tolist() == [False] * 3 and predictions.loc[ids[33:], "has_cnv"].all()
     missing = pd.read_csv(tmp_path / "missing.tsv", sep="\t", keep_default_na=False)
+    curves = missing[missing["fraction"] != ""]  # three modalities: three singles and three pairs per fraction
+    assert set(curves["removed"]) == {"wsi", "rna", "cnv", "wsi+rna", "wsi+cnv", "rna+cnv"}
+    missing = missing[missing["fraction"] == ""]
     assert sorted(missing["scenario"].unique()) == ["full", "mixed", "no_cnv", "no_rna", "no_wsi"]
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -72,6 +73,12 @@ def test_dag_outputs_are_complete(finished_run):
     tests = [c for f in folds for c in f["test"]]
     assert len(tests) == len(set(tests))  # a case is tested once
 
+    # the slide viewer of the report's slides
+    viewer = res / "viewer"
+    heatmaps = list((res / "attention" / "heatmaps").glob("*__*.png"))
+    assert (viewer / "index.html").is_file() and (viewer / "openseadragon" / "openseadragon.min.js").is_file()
+    assert heatmaps and len(list((viewer / "data").glob("slide-*.js"))) == len(heatmaps)
+
     # nothing half-written is visible
     assert not [p for p in res.rglob("*") if ".tmp-" in p.name]
 
@@ -95,3 +102,55 @@ def test_changing_a_tiling_setting_reruns_tiling_and_downstream_only(finished_ru
     out = dry.stdout + dry.stderr
     assert "tiling" in out and "features" in out and "train" in out
     assert "tissue" not in out.replace("tissue_", "") and "rna" not in out.split()
+
+
+def _dry_run_rules(work: Path, config: Path) -> set[str]:
+    """Names of the rules a dry run with ``config`` would run."""
+    dry = subprocess.run(SNAKEMAKE + ["-d", str(work), "--configfile", str(config), "-n", "--quiet", "rules"],
+                         capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    table = (dry.stdout + dry.stderr).split("job", 1)[-1]
+    return {line.split()[0] for line in table.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+def _with_features(work: Path, name: str, **features) -> Path:
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["features"].update(features)
+    path = work / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_stain_normalisation_reruns_features_and_what_follows_only(finished_run, tmp_path):
+    """Turning stain normalisation on, or changing its method, reruns the stain target, every
+    feature store and everything downstream of them; tissue, tiling and the omics stay as they are.
+    The stores written name the method and the target they were normalised to."""
+    import shutil
+
+    work = tmp_path / "dag"
+    shutil.copytree(finished_run[0], work, symlinks=True)
+    upstream = {"tissue", "tiling", "rna", "clinical", "splits"}
+    macenko = _with_features(work, "macenko.yaml", stain_norm="macenko")
+    planned = _dry_run_rules(work, macenko)
+    assert {"stain_target", "features", "train", "evaluate", "qc"} <= planned, planned
+    assert not planned & upstream, planned
+
+    # one slide's store, written by the rules (stain_target, then features), names method and target
+    res = work / "results" / "tiny"
+    store = sorted((res / "features" / "demo-cnn").glob("*.zarr"), key=lambda p: p.name)[0]
+    run = subprocess.run(SNAKEMAKE + ["-d", str(work), "--configfile", str(macenko), "--cores", "2",
+                                      str(store.relative_to(work))], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    target = json.loads((res / "stain" / "target.json").read_text())
+    assert target["method"] == "macenko" and target["source"] == "cohort" and len(target["stain_matrix"]) == 3
+    root = zarr.open_group(str(store), mode="r")
+    stain = root.attrs["stain_norm"]
+    assert stain["method"] == "macenko" and stain["target"] == target
+    assert stain["n_normalised"] + stain["n_fallback"] == root["features"].shape[0] == root["stain_status"].shape[0]
+    assert stain["n_normalised"] > 0 and np.array(stain["stain_matrix"]).shape == (3, 2)
+
+    planned = _dry_run_rules(work, _with_features(work, "reinhard.yaml", stain_norm="reinhard"))
+    assert {"stain_target", "features", "train"} <= planned and not planned & upstream, planned
+    # and back to none: the stores are rewritten without normalisation, nothing before them
+    planned = _dry_run_rules(work, work / "config.yaml")
+    assert "features" in planned and "stain_target" not in planned and not planned & upstream, planned

@@ -1,9 +1,13 @@
 # Cross-validation summary (rule evaluate) and attention maps (rule attention_maps); the report
 # (`snakemake --report`) shows their outputs with the captions in workflow/report/.
 # Optional config block `evaluate:` (defaults below): attention_model, attention_cases, heatmap_px,
-# reference_model (the model the others are compared with, paired), bootstrap (replicates), bootstrap_seed.
+# reference_model (the model the others are compared with, paired), bootstrap (replicates), bootstrap_seed;
+# attention faithfulness (rule faithfulness): faithfulness_models, faithfulness_cases, deletion_fractions,
+# deletion_repeats, ig_steps.
 EVALUATE = {"attention_model": "healnet", "attention_cases": 4, "heatmap_px": 1024, "reference_model": "healnet",
-            "bootstrap": 1000, "bootstrap_seed": 0, **(config.get("evaluate") or {})}
+            "bootstrap": 1000, "bootstrap_seed": 0, "faithfulness_models": ["healnet"], "faithfulness_cases": 16,
+            "deletion_fractions": [0.05, 0.1, 0.2, 0.3, 0.5], "deletion_repeats": 3, "ig_steps": 16,
+            **(config.get("evaluate") or {})}
 
 
 def train_fold_outputs(name):
@@ -21,11 +25,28 @@ def attention_fold_outputs(name):
 
 
 def attention_targets():
-    """attention_maps outputs of every cohort, for `rule all`; none unless the attention model is
-    among train.models and rule train writes attention.npz."""
+    """attention_maps (and faithfulness) outputs of every cohort, for `rule all`; none unless the
+    attention model is among train.models and rule train writes attention.npz."""
     if EVALUATE["attention_model"] not in config["train"]["models"] or not hasattr(rules.train.output, "attention"):
         return []
-    return expand(f"{RESULTS}/{{cohort}}/attention/genes.tsv", cohort=COHORTS)
+    faithfulness = [f"{RESULTS}/{{cohort}}/attention/faithfulness.tsv"] if faithfulness_models() else []
+    return expand([f"{RESULTS}/{{cohort}}/attention/genes.tsv", *faithfulness], cohort=COHORTS)
+
+
+def faithfulness_models():
+    """The models of evaluate.faithfulness_models that are trained (train.models)."""
+    return [m for m in EVALUATE["faithfulness_models"] if m in config["train"]["models"]]
+
+
+def planted_truth(name):
+    """Input function: the generated demo's truth file ``name`` (truth_tumour.npz: where each slide's
+    tumour texture is; truth_genes.tsv: the planted genes), which preprocessing/demo.py writes beside
+    the cohort's oracle.json; none for any other cohort."""
+    def files(wildcards):
+        oracle = cohort_config(wildcards).get("oracle")
+        path = os.path.join(os.path.dirname(oracle), name) if oracle else None
+        return [path] if path and os.path.exists(path) else []
+    return files
 
 
 def gene_names_of(cohort):
@@ -58,6 +79,10 @@ rule evaluate:
                   labels={"cohort": "{cohort}", "table": "Kaplan-Meier"}),
         missing=report(f"{RESULTS}/{{cohort}}/missing_modalities.tsv", caption="../report/missing.rst",
                        category="Results", labels={"cohort": "{cohort}", "table": "missing modalities"}),
+        curves=report(f"{RESULTS}/{{cohort}}/missing_curves.tsv", caption="../report/missing_curves.rst",
+                      category="Results", labels={"cohort": "{cohort}", "table": "missing-modality curves"}),
+        curves_png=report(f"{RESULTS}/{{cohort}}/missing_curves.png", caption="../report/missing_curves.rst",
+                          category="Results", labels={"cohort": "{cohort}", "table": "missing-modality curves (plot)"}),
     log:
         f"{RESULTS}/{{cohort}}/logs/evaluate.log",
     message:
@@ -83,6 +108,7 @@ rule attention_maps:
         patches=per_slide(rules.tiling.output.h5),
         slides=lambda wildcards: [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
         genes=lambda wildcards: gene_names_of(wildcards.cohort),
+        truth_tumour=planted_truth("truth_tumour.npz"),  # the demo's: outlined on the heatmaps
     output:
         heatmaps=report(directory(f"{RESULTS}/{{cohort}}/attention/heatmaps"), patterns=["{name}.png"],
                         caption="../report/attention.rst", category="Attention",
@@ -105,6 +131,55 @@ rule attention_maps:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/report_attention.py"
+
+
+def faithfulness_fold_outputs(name):
+    """Output ``name`` of rule train for every fold of every model of faithfulness_models()."""
+    pattern = getattr(rules.train.output, name)
+    return lambda wildcards: expand(pattern, cohort=wildcards.cohort, model=faithfulness_models(), fold=all_folds())
+
+
+# Does attention point at what drives the prediction (deletion curves against random removal and
+# Integrated Gradients), and, on the generated demo, at what was planted (healnet/faithfulness.py)?
+rule faithfulness:
+    input:
+        unpack(train_omics),
+        checkpoints=faithfulness_fold_outputs("checkpoint"),
+        predictions=faithfulness_fold_outputs("predictions"),
+        attention=faithfulness_fold_outputs("attention"),
+        features=per_slide(rules.features.output.zarr),
+        patches=per_slide(rules.tiling.output.h5),
+        clinical=rules.clinical.output.table,
+        truth_tumour=planted_truth("truth_tumour.npz"),
+        truth_genes=planted_truth("truth_genes.tsv"),
+    output:
+        table=report(f"{RESULTS}/{{cohort}}/attention/faithfulness.tsv", caption="../report/faithfulness.rst",
+                     category="Attention", labels={"cohort": "{cohort}", "table": "faithfulness"}),
+        png=report(f"{RESULTS}/{{cohort}}/attention/faithfulness.png", caption="../report/faithfulness.rst",
+                   category="Attention", labels={"cohort": "{cohort}", "table": "faithfulness (plot)"}),
+        folds=f"{RESULTS}/{{cohort}}/attention/faithfulness_folds.tsv",
+        curves=f"{RESULTS}/{{cohort}}/attention/deletion_curves.tsv",
+    log:
+        f"{RESULTS}/{{cohort}}/logs/faithfulness.log",
+    message:
+        "Testing the attention of {params.models} on cohort {wildcards.cohort}: deletion curves, Integrated Gradients"
+    params:
+        models=faithfulness_models(),
+        omics=lambda wildcards: sorted(train_omics(wildcards)),
+        slide_ids=cohort_slides,
+        max_cases=EVALUATE["faithfulness_cases"],
+        fractions=EVALUATE["deletion_fractions"],
+        n_random=EVALUATE["deletion_repeats"],
+        ig_steps=EVALUATE["ig_steps"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/faithfulness.py"
 
 
 rule qc:

@@ -1,0 +1,24 @@
+from pathlib import Path
+
+import torch
+
+from healnet.faithfulness import faithfulness_from_files
+from preprocessing.io import job_log
+
+torch.set_num_threads(snakemake.threads)
+with job_log(snakemake.log[0]):
+    fold_dirs = {}
+    for checkpoint in snakemake.input.checkpoints:  # .../models/{model}/fold{k}/model.pt
+        fold_dir = Path(checkpoint).parent
+        fold_dirs.setdefault(fold_dir.parent.name, []).append(str(fold_dir))
+    patch_files = {Path(p).stem: p for p in snakemake.input.patches}  # patches/{slide}.h5
+    faithfulness_from_files(
+        fold_dirs, snakemake.input.clinical, list(snakemake.input.features),
+        {m: getattr(snakemake.input, m) for m in snakemake.params.omics},
+        {k: getattr(snakemake.output, k) for k in ("table", "folds", "curves", "png")},
+        patch_files=patch_files,
+        truth_tumour=snakemake.input.truth_tumour[0] if len(snakemake.input.truth_tumour) else None,
+        truth_genes=snakemake.input.truth_genes[0] if len(snakemake.input.truth_genes) else None,
+        fractions=[float(f) for f in snakemake.params.fractions], ig_steps=int(snakemake.params.ig_steps),
+        n_random=int(snakemake.params.n_random), max_cases=int(snakemake.params.max_cases),
+        seed=int(snakemake.params.seed))
