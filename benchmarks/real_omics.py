@@ -1,14 +1,15 @@
 """Every omics model on the real TCGA development cohorts, against the README's elastic-net figure.
 
     .venv/bin/python benchmarks/real_omics.py --data /work/shared/data/tcga-omics
-        [--folds 5] [--repeats 3] [--models healnet snn coxnet early-fusion late-fusion]
+        [--folds 5] [--repeats 3] [--models healnet snn coxnet early-fusion late-fusion] [--ablations]
         [--cohorts gbmlgg kirc luad hnsc] [--epochs N] [--device auto] [--jobs 1]
         [--out results/benchmarks/real_omics]
 
 ``--data`` holds ``tcga_{cohort}_all_clean.csv.zip`` (PORPOISE/MCAT layout) and a ``README.md``
 that quotes, per cohort, an elastic-net Cox c-index (``GBMLGG 0.822 ± 0.019, ...``).  Per cohort:
 
-* :func:`healnet.cli.run_cv` on the table (rna, cnv, mutations; patient-level folds × repeats,
+* :func:`healnet.cli.run_cv` on the table (HEALNet on all three modalities, rna, cnv, mutations;
+  ``--ablations`` adds HEALNet's ablation variants as rows; patient-level folds × repeats,
   seed 0, the default :class:`healnet.train.TrainConfig` unless ``--epochs``/``--device``), into
   ``OUT/<cohort>/``.  A fold with ``metrics.json`` is not trained again, so an interrupted run
   resumes; ``OUT/<cohort>/benchmark.json`` records folds, repeats and settings, and a rerun with
@@ -380,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--ablations", action="store_true",
+                   help="add HEALNet's ablation variants (healnet.zoo.ABLATIONS) to --models, on the same folds")
     p.add_argument("--cohorts", nargs="+", default=COHORTS)
     p.add_argument("--epochs", type=int, help="training epochs (default: TrainConfig's)")
     p.add_argument("--device", help="auto (TrainConfig's default), cpu, cuda, ...")
@@ -399,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         settings["device"] = args.device
     out = Path(args.out)
     figures, readme_table = parse_readme(Path(args.data) / "README.md")
+    if args.ablations:
+        from healnet.zoo import ABLATIONS
+
+        args.models = list(dict.fromkeys([*args.models, *ABLATIONS]))
     specs = [{"cohort": c, "path": str(cohort_file(args.data, c)), "out": str(out), "models": list(args.models),
               "folds": args.folds, "repeats": args.repeats, "settings": settings, "own_log": args.jobs > 1}
              for c in cohorts]

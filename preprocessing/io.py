@@ -7,6 +7,7 @@ when the block finished without error.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
+    _remove_orphans(final)
     try:
         yield tmp
         if final.exists() and tmp.is_dir():
@@ -40,6 +42,25 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         _remove(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_orphans(final: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>`` siblings left by killed processes (a SIGKILL skips cleanup),
+    so a rerun leaves no litter beside its outputs; a live process's temporary is left alone."""
+    for path in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        pid = path.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

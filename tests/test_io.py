@@ -78,6 +78,28 @@ def test_stale_temporary_of_a_killed_run_is_cleared(tmp_path):
     assert _entries(tmp_path) == ["out.txt"]
 
 
+def test_temporaries_of_dead_processes_are_cleared_and_live_ones_kept(tmp_path):
+    """A SIGKILLed job of another pid leaves ``.<name>.tmp-<pid>`` behind (a file or a Zarr-like
+    folder): the next write of that output removes it; a running process's temporary, another
+    output's, and a resumable ``.tmp-partial`` store stay."""
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".out.txt.tmp-{dead}").mkdir()  # a Zarr-like folder left by a killed job
+    (tmp_path / f".out.txt.tmp-{dead}" / "zarr.json").write_text("{}")
+    (tmp_path / f".out.txt.tmp-{os.getppid()}").write_text("a live writer")
+    (tmp_path / ".out.txt.tmp-partial").mkdir()
+    (tmp_path / f".other.txt.tmp-{dead}").write_text("another output")
+    write_text_atomic(tmp_path / "out.txt", "fresh")
+    left = _entries(tmp_path)
+    assert f".out.txt.tmp-{dead}" not in left
+    assert f".out.txt.tmp-{os.getppid()}" in left and ".out.txt.tmp-partial" in left
+    assert f".other.txt.tmp-{dead}" in left and "out.txt" in left
+
+
 def test_parent_folders_are_created(tmp_path):
     final = tmp_path / "a" / "b" / "out.txt"
     write_text_atomic(final, "x")
