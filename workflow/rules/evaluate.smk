@@ -149,6 +149,9 @@ rule faithfulness:
         attention=faithfulness_fold_outputs("attention"),
         features=per_slide(rules.features.output.zarr),
         patches=per_slide(rules.tiling.output.h5),
+        # the slides themselves: of a GDC cohort they exist once its download checkpoint ran, which
+        # params.slide_ids needs as an input (Snakemake's rule for checkpoint-dependent params)
+        slides=lambda wildcards: [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
         clinical=rules.clinical.output.table,
         truth_tumour=planted_truth("truth_tumour.npz"),
         truth_genes=planted_truth("truth_genes.tsv"),
