@@ -411,7 +411,7 @@ def test_config_schema_has_the_evaluate_settings():
     validate(config, schema)
     config["evaluate"] = {}
     validate(config, schema)  # fills in the defaults
-    literal = re.search(r"^EVALUATE = (\{.*?), \*\*\(config", rules, re.S | re.M).group(1) + "}"
+    literal = re.search(r"^EVALUATE = (\{.*?),\s*\*\*\(config", rules, re.S | re.M).group(1) + "}"
     assert config["evaluate"] == ast.literal_eval(literal)  # every rule default, and only those
     assert set(config["evaluate"]) >= {"reference_model", "bootstrap", "bootstrap_seed"}
     for bad in ({"bootstrap": 0}, {"bootstrap_seed": "x"}, {"bootstrap_replicates": 10}):
