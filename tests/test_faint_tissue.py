@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mask_tools import grow, iou, shrink
 from preprocessing import synthetic
 from preprocessing.slides import open_slide, read_thumbnail
 from preprocessing.tissue import TissueParams, _segment, polygons_to_mask, read_tissue, segment_slide
@@ -23,17 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 SIZE, MPP = (4096, 3072), 1.0  # truth grid 512 × 384 at 8 µm/px
 STAIN_PRESETS = list(synthetic.STAIN_PRESETS)
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
-
-
-def _grow(mask: np.ndarray, px: int) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1,) * 2)) > 0
-
-
-def _shrink(mask: np.ndarray, px: int) -> np.ndarray:
-    return ~_grow(~mask, px)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +60,7 @@ def test_presets_are_as_faint_as_they_say(stain_runs):
 def test_iou_at_every_stain_intensity_is_at_least_095(stain_runs, preset):
     run = stain_runs[preset]
     assert run["meta"]["status"] == "ok"
-    assert _iou(run["mask"], run["slide"].truth) >= 0.95
+    assert iou(run["mask"], run["slide"].truth) >= 0.95
 
 
 @pytest.mark.parametrize("preset", STAIN_PRESETS)
@@ -81,11 +71,11 @@ def test_pen_dust_shadows_and_bubbles_are_not_tissue(stain_runs, preset):
     0.1 % of the tissue)."""
     run = stain_runs[preset]
     labels, mask, truth = run["slide"].labels, run["mask"], run["slide"].truth
-    assert not mask[_shrink(labels == synthetic.PEN, 1)].any()
+    assert not mask[shrink(labels == synthetic.PEN, 1)].any()
     assert not mask[labels == synthetic.DUST].any()
-    far = mask & ~_grow(truth, 4)
+    far = mask & ~grow(truth, 4)
     assert far.sum() == 0, f"{far.sum()} px found away from tissue, labels {np.unique(labels[far])}"
-    assert (mask & ~_grow(truth, 2)).sum() <= 0.001 * truth.sum()
+    assert (mask & ~grow(truth, 2)).sum() <= 0.001 * truth.sum()
 
 
 def test_faint_piece_beside_normal_ones_and_a_fading_piece_are_kept_whole(stain_runs):
@@ -106,7 +96,7 @@ def test_a_fixed_saturation_floor_of_20_would_lose_the_faint_tissue(stain_runs):
         thumb, ds = read_thumbnail(slide, MPP, 8.0)
     old_floor = TissueParams(core_chroma=20, edge_chroma=20)
     assert not _segment(thumb, MPP * ds, old_floor)[0].any()
-    assert _iou(_segment(thumb, MPP * ds, TissueParams())[0], run["mask"]) > 0.99
+    assert iou(_segment(thumb, MPP * ds, TissueParams())[0], run["mask"]) > 0.99
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +127,7 @@ def test_real_tissue_stained_eight_times_fainter_is_still_found(real_thumb):
     saturation = cv2.cvtColor(faint, cv2.COLOR_RGB2HSV)[..., 1][mask]
     assert 8 <= np.median(saturation) <= 15
     found = _segment(faint, mpp, TissueParams())[0]
-    assert _iou(found, mask) > 0.85
+    assert iou(found, mask) > 0.85
     assert _segment(faint, mpp, TissueParams(core_chroma=20, edge_chroma=20))[0][mask].mean() < 0.05
 
 
@@ -147,10 +137,10 @@ def test_real_slide_on_grey_glass_and_under_a_shadow_is_segmented_alike(real_thu
     ignores grey."""
     thumb, mpp, mask, _ = real_thumb
     grey = (thumb * np.float32(0.88)).round().astype(np.uint8)
-    assert _iou(_segment(grey, mpp, TissueParams())[0], mask) > 0.98
+    assert iou(_segment(grey, mpp, TissueParams())[0], mask) > 0.98
     x = np.arange(thumb.shape[1], dtype=np.float32)[::-1]  # px from the right edge
     shade = 1 - 0.5 * np.exp(-x / 4) - 0.5 * np.exp(-(((x - 5) / 1.5) ** 2))
     shadowed = (thumb * shade[None, :, None]).round().astype(np.uint8)
     found = _segment(shadowed, mpp, TissueParams())[0]
-    assert _iou(found, mask) > 0.98
+    assert iou(found, mask) > 0.98
     assert not found[:, -12:].any()  # the specimen ends further left: the shadow is not tissue

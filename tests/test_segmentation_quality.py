@@ -15,6 +15,7 @@ import numpy as np
 import openslide
 import pytest
 
+from mask_tools import grow, iou, shrink
 from preprocessing import synthetic
 from preprocessing.slides import open_slide, read_region_rgb
 from preprocessing.tiling import read_coords, tile_slide
@@ -28,17 +29,6 @@ WITH_TISSUE = ("pieces_with_holes", "pen_marks", "dust")
 WITHOUT_TISSUE = ("blank", "pen_only")
 PRESETS = WITH_TISSUE + WITHOUT_TISSUE  # the stain presets have their own tests (test_faint_tissue.py)
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / (a | b).sum())
-
-
-def _grow(mask: np.ndarray, px: int) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1,) * 2)) > 0
-
-
-def _shrink(mask: np.ndarray, px: int) -> np.ndarray:
-    return ~_grow(~mask, px)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +84,7 @@ def test_pixels_of_the_slide_match_its_labels(runs, preset):
         rgb = read_region_rgb(s, 0, 0, 2, s.level_dimensions[2]).astype(int)
     assert rgb.shape[:2] == slide.labels.shape
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    inner = {code: _shrink(slide.labels == code, 2) for code in (synthetic.BACKGROUND, synthetic.TISSUE,
+    inner = {code: shrink(slide.labels == code, 2) for code in (synthetic.BACKGROUND, synthetic.TISSUE,
                                                                   synthetic.PEN)}
     assert (rgb[inner[synthetic.BACKGROUND]].min(-1) > 200).all()
     pink = (r > g + 30) & (b > g + 10)
@@ -134,7 +124,7 @@ def test_sizes_off_the_label_grid_and_unknown_presets_are_refused(tmp_path):
 def test_iou_against_truth_is_at_least_095(runs, preset):
     run = runs[preset]
     assert run["meta"]["status"] == "ok"
-    assert _iou(run["mask"], run["slide"].truth) >= 0.95
+    assert iou(run["mask"], run["slide"].truth) >= 0.95
 
 
 @pytest.mark.parametrize("preset", WITH_TISSUE)
@@ -142,7 +132,7 @@ def test_nothing_is_found_away_from_the_tissue(runs, preset):
     """No rim along pen strokes, no dust speck, no glass: every mask pixel is within 2 px (16 µm)
     of true tissue."""
     run = runs[preset]
-    stray = run["mask"] & ~_grow(run["slide"].truth, 2)
+    stray = run["mask"] & ~grow(run["slide"].truth, 2)
     assert stray.sum() == 0, f"{stray.sum()} px found away from tissue, labels {np.unique(run['slide'].labels[stray])}"
 
 
@@ -156,7 +146,7 @@ def test_holes_stay_holes(runs):
     for k in inner:
         hole = holes == k
         assert hole.sum() * 64 > TissueParams().min_hole_um2  # generated above the fill limit
-        assert run["mask"][_shrink(hole, 1)].mean() < 0.05
+        assert run["mask"][shrink(hole, 1)].mean() < 0.05
     # each hole is a hole ring of a polygon in the GeoJSON, not just missing pixels
     assert sum(len(rings) - 1 for rings in run["polygons"]) >= len(inner)
 
@@ -165,11 +155,11 @@ def test_pen_marks_are_excluded_and_the_tissue_beside_them_kept(runs):
     run = runs["pen_marks"]
     labels, mask = run["slide"].labels, run["mask"]
     pen = labels == synthetic.PEN
-    over_tissue = _shrink(pen, 1) & _grow(labels == synthetic.TISSUE, 40)
+    over_tissue = shrink(pen, 1) & grow(labels == synthetic.TISSUE, 40)
     assert over_tissue.sum() > 500  # the strokes do cross tissue
-    assert not mask[_shrink(pen, 1)].any()
+    assert not mask[shrink(pen, 1)].any()
     assert run["meta"]["marker_area_mm2"] == pytest.approx(pen.sum() * 64 / 1e6, rel=0.15)
-    assert mask[_shrink(labels == synthetic.TISSUE, 2)].mean() > 0.99
+    assert mask[shrink(labels == synthetic.TISSUE, 2)].mean() > 0.99
 
 
 def test_patches_avoid_pen_marks(runs, tmp_path):
@@ -241,7 +231,7 @@ def test_model_segmenter_reaches_the_truth(runs, saturation_models, tmp_path, ou
     assert meta["status"] == "ok" and meta["params"]["method"] == "model"
     polygons, _ = read_tissue(tmp_path / "m.geojson")
     mask = polygons_to_mask(polygons, run["slide"].truth.shape, run["slide"].truth_downsample)
-    assert _iou(mask, run["slide"].truth) >= 0.95
+    assert iou(mask, run["slide"].truth) >= 0.95
 
 
 def test_missing_checkpoint_is_an_error_naming_the_file(runs, tmp_path):
