@@ -356,18 +356,35 @@ def headline_rst(summary: pd.DataFrame, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def ablation_table(summary: pd.DataFrame, reference: str = "healnet") -> pd.DataFrame:
+    """HEALNet beside its ablations (:data:`healnet.zoo.ABLATIONS`) that were trained: what each
+    changes, its c-index (95 % CI) and its paired difference to ``reference`` on the same cases,
+    from the summary table; empty (columns only) when no ablation was trained."""
+    from .zoo import ABLATION_CHANGES
+
+    columns = ["model", "change", "n_test_cases", "harrell_mean", "harrell_std", "harrell_ci_low", "harrell_ci_high",
+               "delta_vs_reference", "delta_ci_low", "delta_ci_high", "delta_p"]
+    rows = summary[summary["model"].isin([reference, *ABLATION_CHANGES])]
+    if not rows["model"].isin(list(ABLATION_CHANGES)).any():
+        return pd.DataFrame(columns=columns)
+    rows = rows.assign(change=rows["model"].map({reference: "none (the reference)", **ABLATION_CHANGES}))
+    order = {m: k for k, m in enumerate([reference, *ABLATION_CHANGES])}
+    return rows.sort_values("model", key=lambda m: m.map(order))[columns].reset_index(drop=True)
+
+
 def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summary_out, km_out,
                     missing_out=None, fold_missing=(), survival: pd.DataFrame | None = None,
                     splits: list[dict] | None = None, oracle: str | os.PathLike | None = None,
                     title: str = "", all_cases_out=None, headline_out=None, reference: str | None = "healnet",
-                    n_boot: int = 1000, seed: int = 0, curves_out=None, curves_png=None) -> pd.DataFrame:
+                    n_boot: int = 1000, seed: int = 0, curves_out=None, curves_png=None,
+                    ablations_out=None) -> pd.DataFrame:
     """Write ``metrics.tsv`` (per model and fold, on the test cases common to all models),
     ``metrics_summary.tsv`` (per model: mean ± std, bootstrap CI, paired difference to
     ``reference``, KM log-rank p, the oracle c-index when the cohort has one, and the all-cases
     means), the KM figure (one panel per model), and when given ``missing_modalities.tsv``,
     ``metrics_all_cases.tsv`` (each model on all its cases), the report headline (RST), and the
-    missing-modality curves (``missing_curves.tsv`` and its figure, :mod:`healnet.missing_curves`);
-    returns the summary.  ``n_boot`` bootstrap replicates drawn with ``seed``."""
+    missing-modality curves (``missing_curves.tsv`` and its figure, :mod:`healnet.missing_curves`),
+    and the ablation table (:func:`ablation_table`); returns the summary.  ``n_boot`` bootstrap replicates drawn with ``seed``."""
     predictions = read_predictions(fold_predictions)
     if not predictions:
         raise ValueError("evaluate_cohort: no fold results given")
@@ -406,6 +423,8 @@ def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summar
             tmp.write_text(headline_rst(summary, title))
     if missing_out is not None:
         _write_tsv(missing_table(fold_missing), missing_out)
+    if ablations_out is not None:
+        _write_tsv(ablation_table(summary, reference or "healnet"), ablations_out)
     if curves_out is not None or curves_png is not None:
         curves = curves_table(_by_model_fold(fold_missing))
         if curves_out is not None:

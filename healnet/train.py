@@ -45,7 +45,7 @@ from preprocessing.io import atomic_path, write_text_atomic
 from .data import BagView, Cohort, LazyBag, OmicTransform, wsi_standardisation
 from .survival import (bin_weights, concordance, cox_loss, discretise, fit_bins, nll_loss, risk_from_logits,
                        survival_from_logits)
-from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, training_overrides
+from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, requested_modalities, training_overrides
 
 log = logging.getLogger(__name__)
 
@@ -631,6 +631,7 @@ def train_fold_from_files(clinical: str, feature_stores: list[str], omics: dict[
     bounded_heap()  # RSS flat while bags stream through (see its docstring)
 
     cfg = config_from_dict(config, seed=seed, **({"architecture": architecture} if architecture else {}))
+    cfg = replace(cfg, modalities=requested_modalities(cfg.architecture, cfg.modalities))
     used = model_modalities(cfg.architecture, cfg.modalities)
     cohort = open_cohort(clinical, feature_stores if "wsi" in used else [],
                          {m: p for m, p in omics.items() if m in used})

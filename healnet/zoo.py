@@ -1,7 +1,9 @@
 """Every architecture the pipeline trains, by name, built the same way and trained on the same folds.
 
 * ``healnet``: HEALNet over all the configured modalities;
-* ``healnet-<modality>`` (``healnet-wsi``, ``healnet-rna``, ...): HEALNet over that modality alone;
+* ``healnet-<modality>`` (``healnet-wsi``, ``healnet-rna``, ...): HEALNet over that modality alone, and
+  ``healnet-<m1>-<m2>...`` (``healnet-wsi-rna-cnv-mutations``) over exactly the modalities it names, in
+  that order, whether or not ``train.modalities`` lists them (:func:`requested_modalities`);
 * ``healnet_<ablation>``: HEALNet over all the configured modalities with one part changed
   (:data:`ABLATIONS`): ``healnet_noself`` (no latent self-attention), ``healnet_selfeach``
   (self-attention after every modality's update, the published code's placement, instead of once
@@ -36,6 +38,13 @@ ABLATIONS = {
     "healnet_tied": {"tie_all_layers": True},
     "healnet_meanpool": {"latent_array": "mean_pool"},
 }
+# what each ablation changes, for the report's ablation table
+ABLATION_CHANGES = {
+    "healnet_noself": "no self-attention between the latent updates",
+    "healnet_selfeach": "self-attention after every modality's update (the published code's placement)",
+    "healnet_tied": "one set of weights shared by all layers",
+    "healnet_meanpool": "no latent array: mean-pooled modality embeddings",
+}
 # HEALNet trained differently, by name: the training settings it overrides
 TRAINING_VARIANTS = {
     "healnet_genes": {"omic_tokens": "genes"},  # one token per gene: per-gene attention (healnet.faithfulness)
@@ -58,16 +67,29 @@ def healnet_kwargs(name: str, kwargs: dict) -> dict:
     return {**kwargs, **ABLATIONS.get(name, {})}
 
 
+def named_modalities(name: str) -> tuple[str, ...] | None:
+    """The modalities ``healnet-<m1>[-<m2>...]`` names, in its order; None for any other architecture."""
+    return tuple(name[len("healnet-"):].split("-")) if name.startswith("healnet-") else None
+
+
+def requested_modalities(name: str, configured: Sequence[str]) -> tuple[str, ...]:
+    """The modalities a run of ``name`` loads: those its name lists (``healnet-wsi-rna-cnv``), else the
+    configured ``train.modalities``: a model over more modalities than the others needs no second config."""
+    return named_modalities(name) or tuple(configured)
+
+
 def model_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:
-    """The modalities (in configured order) that architecture ``name`` reads."""
+    """The modalities (in configured order; a ``healnet-<m1>-<m2>`` name: in its order) that
+    architecture ``name`` reads."""
     modalities = tuple(modalities)
     if name == "healnet" or name in ABLATIONS or name in TRAINING_VARIANTS or name in ("early-fusion", "late-fusion"):
         chosen = modalities
     elif name.startswith("healnet-"):
-        chosen = (name[len("healnet-"):],)
-        if chosen[0] not in modalities:
-            raise ValueError(f"architecture {name!r}: modality {chosen[0]!r} is not among the configured "
-                             f"modalities {list(modalities)}")
+        chosen = named_modalities(name)
+        absent = [m for m in chosen if m not in modalities]
+        if absent or len(set(chosen)) < len(chosen):
+            raise ValueError(f"architecture {name!r}: modalities {absent or list(chosen)} are not among (or repeat) "
+                             f"the loaded modalities {list(modalities)}")
     elif name in OMICS_ONLY:
         chosen = tuple(m for m in modalities if m != "wsi")
     elif name in WSI_ONLY:

@@ -81,6 +81,8 @@ rule evaluate:
                        category="Results", labels={"cohort": "{cohort}", "table": "missing modalities"}),
         curves=report(f"{RESULTS}/{{cohort}}/missing_curves.tsv", caption="../report/missing_curves.rst",
                       category="Results", labels={"cohort": "{cohort}", "table": "missing-modality curves"}),
+        ablations=report(f"{RESULTS}/{{cohort}}/ablations.tsv", caption="../report/ablations.rst", category="Results",
+                         labels={"cohort": "{cohort}", "table": "ablations"}),
         curves_png=report(f"{RESULTS}/{{cohort}}/missing_curves.png", caption="../report/missing_curves.rst",
                           category="Results", labels={"cohort": "{cohort}", "table": "missing-modality curves (plot)"}),
     log:
@@ -141,9 +143,14 @@ def faithfulness_fold_outputs(name):
 
 # Does attention point at what drives the prediction (deletion curves against random removal and
 # Integrated Gradients), and, on the generated demo, at what was planted (healnet/faithfulness.py)?
+def faithfulness_omics(wildcards):
+    """The omics matrices that the faithfulness models load."""
+    return omics_inputs(wildcards.cohort, faithfulness_models())
+
+
 rule faithfulness:
     input:
-        unpack(train_omics),
+        unpack(faithfulness_omics),
         checkpoints=faithfulness_fold_outputs("checkpoint"),
         predictions=faithfulness_fold_outputs("predictions"),
         attention=faithfulness_fold_outputs("attention"),
@@ -168,7 +175,7 @@ rule faithfulness:
         "Testing the attention of {params.models} on cohort {wildcards.cohort}: deletion curves, Integrated Gradients"
     params:
         models=faithfulness_models(),
-        omics=lambda wildcards: sorted(train_omics(wildcards)),
+        omics=lambda wildcards: sorted(faithfulness_omics(wildcards)),
         slide_ids=cohort_slides,
         max_cases=EVALUATE["faithfulness_cases"],
         fractions=EVALUATE["deletion_fractions"],

@@ -1,14 +1,22 @@
 # One architecture (the `model` wildcard: healnet, healnet-<modality>, snn, abmil, early-fusion,
 # late-fusion, coxnet; see healnet/zoo.py) trained on one fold.  Omics inputs: each modality of
 # train.modalities whose matrix a rule makes (rna; cnv and mutations when omics.smk defines them).
+from healnet.zoo import requested_modalities
+
 OMICS_RULES = ("rna", "cnv", "mutations")
 
 
+def omics_inputs(cohort, models):
+    """{modality: matrix} for the omics modalities that ``models`` load and a rule makes: those of config
+    train.modalities, or those a model's name lists (healnet-wsi-rna-cnv-mutations; healnet.zoo)."""
+    wanted = [m for model in models for m in requested_modalities(model, config["train"]["modalities"])]
+    return {m: expand(getattr(rules, m).output.matrix, cohort=cohort)[0]
+            for m in dict.fromkeys(wanted) if m in OMICS_RULES and m in rules._rules}
+
+
 def train_omics(wildcards):
-    """{modality: matrix} for the omics modalities listed in config train.modalities that have a rule."""
-    wanted = [m for m in config["train"]["modalities"] if m in OMICS_RULES]
-    return {m: expand(getattr(rules, m).output.matrix, cohort=wildcards.cohort)[0]
-            for m in wanted if m in rules._rules}
+    """Input function of rule train: the omics matrices of model ``wildcards.model``."""
+    return omics_inputs(wildcards.cohort, [wildcards.model])
 
 
 rule train:

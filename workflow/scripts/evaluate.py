@@ -8,6 +8,7 @@ with job_log(snakemake.log[0]):
                     km_out=snakemake.output.km, missing_out=snakemake.output.missing,
                     curves_out=snakemake.output.curves, curves_png=snakemake.output.curves_png,
                     all_cases_out=snakemake.output.all_cases, headline_out=snakemake.output.headline,
+                    ablations_out=snakemake.output.ablations,
                     fold_missing=list(snakemake.input.missing), survival=read_survival(snakemake.input.clinical),
                     splits=read_splits(snakemake.input.splits), oracle=snakemake.params.oracle,
                     reference=snakemake.params.reference, n_boot=snakemake.params.n_boot,
