@@ -55,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from preprocessing.demo import APERIO_HEAD, render_slide  # noqa: E402
 from preprocessing.encoders import ENCODERS, build_architecture, build_encoder  # noqa: E402
-from preprocessing.features import extract_features, keep_freed_memory, read_features  # noqa: E402
+from preprocessing.feature_store import read_features  # noqa: E402
+from preprocessing.features import extract_features, keep_freed_memory  # noqa: E402
 from preprocessing.tiling import write_coords  # noqa: E402
 
 TILE = 256

@@ -280,9 +280,10 @@ def worker(spec: dict) -> dict:
     import pandas as pd
 
     from healnet.data import Cohort, bounded_heap, open_bags
+    from healnet.folds import prepare_fold
     from healnet.survival import nll_loss
     from healnet.model import l1_penalty
-    from healnet.train import TrainConfig, _batches, _run, prepare_fold
+    from healnet.train import TrainConfig, _batches, _run
     from healnet.zoo import build_model
 
     torch.set_num_threads(spec["threads"])

@@ -1,25 +1,9 @@
 """Attention of a trained model mapped back onto the slides and onto gene names.
 
-Input: one ``attention.npz`` per fold (written by training), an ``np.savez`` archive of plain
-arrays (no pickles).  Keys (the spelling ``healnet.train`` writes; the alternative in brackets is
-read too)::
-
-    case_ids                    str (n_cases,)       the fold's test cases
-    wsi_attention/<case_id>     float32 (n_patches,)  [wsi/<case_id>] attention per patch (the mean
-                                                     over layers, heads and latents), >= 0
-    wsi_coords/<case_id>        int (n_patches, 2)   top-left (x, y) of each patch, level-0 px, in
-                                                     the same order
-    slide/<case_id>             str (n_patches,) or ()  optional: the slide of each patch (a case's
-                                                     bag concatenates its slides in slide-id order)
-    <m>_features                str (n_genes,)       [genes/<m>] feature ids of omics modality m's
-                                                     tokens (the omics table's columns: Ensembl ids)
-    <m>_attention/<case_id>     float32 (n_genes,)   [omics/<m>/<case_id>] attention per feature
-    notes                       str ()               free text (JSON), ignored
-
-Keys may be absent for a case without a slide, or for a modality whose attention is not per
-gene (all genes in one token).  Without ``slide/<case_id>``, the patches are assigned to the
-case's slides by matching their coordinates, in order, against the slides' patch files taken in
-slide-id order (the order the bag was built in).  :func:`write_attention` writes this format.
+Input: one ``attention.npz`` per fold (written by training), read by
+:func:`healnet.attention_io.read_attention` (the format is documented there).  Without
+``slide/<case_id>``, the patches are assigned to the case's slides by matching their coordinates,
+in order, against the slides' patch files taken in slide-id order (the order the bag was built in).
 
 Outputs: a PNG per (case, slide): ``[thumbnail | heatmap over the thumbnail | colour bar]`` under
 a one-line title, the heatmap painting every patch with its attention's percentile rank within
@@ -31,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from preprocessing.io import atomic_path
+
+from .attention_io import Attention, read_attention
 
 log = logging.getLogger(__name__)
 
@@ -47,81 +32,6 @@ BAR = 14  # px width of the colour bar
 ALPHA = 0.5  # opacity of the heat over the thumbnail
 CMAP = "jet"
 OUTLINE = (0, 0, 0)  # colour of the planted tumour's outline
-
-
-@dataclass
-class Attention:
-    """The content of one ``attention.npz``."""
-
-    case_ids: list[str]
-    wsi: dict[str, np.ndarray] = field(default_factory=dict)
-    coords: dict[str, np.ndarray] = field(default_factory=dict)
-    slides: dict[str, np.ndarray] = field(default_factory=dict)  # per patch
-    genes: dict[str, np.ndarray] = field(default_factory=dict)
-    omics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-
-def write_attention(path: str | os.PathLike, *, case_ids, wsi=None, coords=None, slides=None, genes=None,
-                    omics=None) -> None:
-    """Write the documented ``attention.npz`` (atomically); arguments are dicts keyed as in
-    :class:`Attention` (``slides`` values may be one id per case)."""
-    arrays = {"case_ids": np.asarray(list(case_ids), dtype=str)}
-    for c, a in (wsi or {}).items():
-        arrays[f"wsi_attention/{c}"] = np.asarray(a, np.float32)
-        arrays[f"wsi_coords/{c}"] = np.asarray(coords[c], np.int64).reshape(-1, 2)
-        if len(arrays[f"wsi_coords/{c}"]) != len(arrays[f"wsi_attention/{c}"]):
-            raise ValueError(f"case {c}: {len(arrays[f'wsi_attention/{c}'])} attention values for "
-                             f"{len(arrays[f'wsi_coords/{c}'])} patch coordinates")
-        if slides is not None and c in slides:
-            arrays[f"slide/{c}"] = np.asarray(slides[c], dtype=str)
-    for m, names in (genes or {}).items():
-        arrays[f"{m}_features"] = np.asarray(names, dtype=str)
-        for c, a in (omics or {}).get(m, {}).items():
-            arrays[f"{m}_attention/{c}"] = np.asarray(a, np.float32)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-
-def read_attention(path: str | os.PathLike) -> Attention:
-    """Read and check an ``attention.npz`` (see the module docstring)."""
-    with np.load(path, allow_pickle=False) as z:
-        keys = set(z.files)
-        if "case_ids" not in keys:
-            raise ValueError(f"{path}: no 'case_ids' array; keys: {sorted(keys)[:10]}")
-        att = Attention(case_ids=[str(c) for c in np.atleast_1d(z["case_ids"])])
-        omics_keys = []
-        for key in sorted(keys):
-            head, _, rest = key.partition("/")
-            if head in ("wsi", "wsi_attention") and rest:
-                att.wsi[rest] = z[key].astype(np.float32).ravel()
-            elif head == "genes" and rest:
-                att.genes[rest] = z[key].astype(str).ravel()
-            elif not rest and head.endswith("_features"):
-                att.genes[head[: -len("_features")]] = z[key].astype(str).ravel()
-            elif head == "omics" and rest:
-                m, _, case = rest.partition("/")
-                omics_keys.append((key, m, case))
-            elif head.endswith("_attention") and rest:
-                omics_keys.append((key, head[: -len("_attention")], rest))
-        for case, values in att.wsi.items():
-            if f"wsi_coords/{case}" not in keys:
-                raise ValueError(f"{path}: attention of case {case} has no wsi_coords/{case}")
-            att.coords[case] = z[f"wsi_coords/{case}"].astype(np.int64).reshape(-1, 2)
-            if len(att.coords[case]) != len(values):
-                raise ValueError(f"{path}: case {case} has {len(values)} attention values for "
-                                 f"{len(att.coords[case])} coordinates")
-            if f"slide/{case}" in keys:
-                s = z[f"slide/{case}"].astype(str)
-                att.slides[case] = np.full(len(values), str(s)) if s.ndim == 0 else s
-        for key, m, case in omics_keys:
-            values = z[key].astype(np.float32).ravel()
-            if m not in att.genes:
-                raise ValueError(f"{path}: {key} has no feature names ({m}_features)")
-            if len(values) != len(att.genes[m]):
-                raise ValueError(f"{path}: {key} has {len(values)} values for {len(att.genes[m])} genes")
-            att.omics.setdefault(m, {})[case] = values
-    return att
 
 
 def assign_slides(coords: np.ndarray, slide_coords: dict[str, np.ndarray]) -> np.ndarray:

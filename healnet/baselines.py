@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from .model import l1_penalty
+from .model import Attention, FeedForward, PreNorm, l1_penalty
 
 log = logging.getLogger(__name__)
 
@@ -212,48 +212,15 @@ class ABMIL(_Baseline):
         return logits, [{"layer": 0, "modality": self.wsi, "attn": rearrange(attn, "b n -> b 1 1 n")}]
 
 
-class CrossAttention(nn.Module):
-    """Pre-norm multi-head attention of queries ``x`` over ``context`` with a key mask; returns
-    (output, weights (b, h, i, j) or None)."""
-
-    def __init__(self, dim: int, *, heads: int = 4, dim_head: int = 32, dropout: float = 0.0):
-        super().__init__()
-        inner = heads * dim_head
-        self.heads, self.scale = heads, dim_head ** -0.5
-        self.norm, self.norm_context = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.to_q, self.to_kv = nn.Linear(dim, inner, bias=False), nn.Linear(dim, inner * 2, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
-
-    def forward(self, x, context=None, mask=None, return_attn=False):
-        x = self.norm(x)
-        context = x if context is None else self.norm_context(context)
-        q, k, v = (self.to_q(x), *self.to_kv(context).chunk(2, dim=-1))
-        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
-        sim = torch.einsum("bhid,bhjd->bhij", q, k) * self.scale
-        if mask is not None:
-            sim = sim.masked_fill(~rearrange(mask, "b j -> b 1 1 j"), float("-inf"))
-        attn = sim.softmax(dim=-1)
-        out = rearrange(torch.einsum("bhij,bhjd->bhid", attn, v), "b h n d -> b n (h d)")
-        return self.to_out(out), (attn if return_attn else None)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, *, mult: int = 2, dropout: float = 0.0):
-        super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(dim * mult, dim))
-
-    def forward(self, x):
-        return self.net(x)
-
-
 class EarlyFusion(_Baseline):
     """One Perceiver over all modalities' tokens: each modality is projected to ``dim`` channels
     (plus a learned modality embedding), the tokens are concatenated, and a latent array reads
     them with one cross-attention per layer followed by self-attention.  Padding tokens are masked
     out of every cross-attention.  An absent modality (``missing``): ``"mean"`` (default, the usual
     early-fusion remedy) imputes it as one token at the training mean, which is 0 because every
-    input is standardised on the training cases; ``"mask"`` masks its tokens out, as HEALNet skips."""
+    input is standardised on the training cases; ``"mask"`` masks its tokens out, as HEALNet skips.
+    The blocks are HEALNet's (:class:`healnet.model.PreNorm` around :class:`~healnet.model.Attention`
+    and :class:`~healnet.model.FeedForward`), so ``attn_dropout`` drops attention weights."""
 
     def __init__(self, *, input_channels, modalities, num_classes: int = 4, dim: int = 64, depth: int = 2,
                  num_latents: int = 16, heads: int = 4, dim_head: int = 32, attn_dropout: float = 0.1,
@@ -265,10 +232,11 @@ class EarlyFusion(_Baseline):
         self.project = nn.ModuleList(nn.Linear(c, dim) for c in self.input_channels)
         self.modality_embedding = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
-        self.layers = nn.ModuleList(nn.ModuleList([
-            CrossAttention(dim, heads=1, dim_head=dim_head, dropout=attn_dropout), FeedForward(dim, dropout=ff_dropout),
-            CrossAttention(dim, heads=heads, dim_head=dim_head, dropout=attn_dropout),
-            FeedForward(dim, dropout=ff_dropout)]) for _ in range(depth))
+        self.layers = nn.ModuleList(nn.ModuleList([  # HEALNet's blocks (healnet.model), pre-norm
+            PreNorm(dim, Attention(dim, heads=1, dim_head=dim_head, dropout=attn_dropout), context_dim=dim),
+            PreNorm(dim, FeedForward(dim, mult=2, dropout=ff_dropout)),
+            PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head, dropout=attn_dropout)),
+            PreNorm(dim, FeedForward(dim, mult=2, dropout=ff_dropout))]) for _ in range(depth))
         self.to_logits = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
 
     def forward(self, tensors, masks=None, present=None, positions=None, return_attention=False):

@@ -75,18 +75,21 @@ def _pairs(values: list[str]) -> dict[str, str]:
 
 def build_cohort(tables: dict[str, pd.DataFrame], clinical: pd.DataFrame, source: str):
     """A :class:`healnet.data.Cohort` of the cases of ``clinical`` (survival rows) with status
-    ``ok`` and at least one omics row."""
-    from .data import Cohort
+    ``ok`` and at least one omics row, built by :func:`healnet.data.cohort_of` (no slides here);
+    time and event typed (float, int) and each table cut to the cohort's cases.  An error if no
+    case is left."""
+    from .data import cohort_of
 
-    ok = clinical[clinical["status"] == "ok"].set_index("case_id")
-    has = ok.index.isin(sorted(set().union(*(t.index for t in tables.values()))))
-    if not has.any():
+    cohort = cohort_of(clinical, tables)
+    survival = cohort.survival
+    if not len(survival):
         raise ValueError(f"{source}: no case with a valid survival time is in any omics table")
-    dropped = int((~has).sum())
+    dropped = int((clinical["status"] == "ok").sum()) - len(survival)
     if dropped:
         log.warning("%d case(s) of the clinical table have no omics row and are left out", dropped)
-    survival = ok.loc[has, ["time", "event"]].astype({"time": float, "event": int})
-    return Cohort(survival=survival, omics={m: t.loc[t.index.intersection(survival.index)] for m, t in tables.items()})
+    cohort.survival = survival.astype({"time": float, "event": int})
+    cohort.omics = {m: t.loc[t.index.intersection(survival.index)] for m, t in tables.items()}
+    return cohort
 
 
 def load_tables(omics: dict[str, str], clinical: str):

@@ -11,12 +11,16 @@ import numpy as np
 import pandas as pd
 
 from healnet.survival import cox_score_z
+from preprocessing.feature_store import open_features, open_store
 
 log = logging.getLogger(__name__)
 
 
 def case_of_slide(slide_id: str) -> str:
-    """TCGA case barcode (``TCGA-XX-XXXX``) of a slide id or file name."""
+    """TCGA case barcode (``TCGA-XX-XXXX``) of a slide id or file name.
+
+    The fallback rule of :func:`open_bags` for a store that does not name its case (a store
+    written without ``case_id``, a CLAM / TRIDENT h5 file): right for TCGA file names only."""
     return "-".join(slide_id.split("-")[:3])
 
 
@@ -31,22 +35,6 @@ class Cohort:
     @property
     def case_ids(self) -> list[str]:
         return list(self.survival.index)
-
-
-def load_bags(feature_stores: list[str | os.PathLike]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """Patch features of every slide, concatenated per case; slides with no patches add nothing."""
-    from preprocessing.features import read_features
-
-    per_case: dict[str, list] = {}
-    dim = 0
-    for path in sorted(map(str, feature_stores)):
-        feats, coords, attrs = read_features(path)
-        dim = feats.shape[1]
-        if len(feats):
-            per_case.setdefault(case_of_slide(os.path.basename(path)), []).append((feats, coords))
-    bags = {c: np.concatenate([f for f, _ in v]).astype(np.float32) for c, v in per_case.items()}
-    positions = {c: np.concatenate([p for _, p in v]).astype(np.float32) for c, v in per_case.items()}
-    return bags, positions, dim
 
 
 @dataclass
@@ -121,18 +109,6 @@ class OmicTransform:
 BLOCK_ROWS = 4096  # rows per block of the streaming statistics pass (fixed: results do not depend on storage)
 
 
-def _open_features(path: str):
-    """The features array of a store, sliceable without reading it: Zarr array or h5py dataset."""
-    if os.path.splitext(path)[1].lower() in (".h5", ".hdf5"):
-        import h5py
-
-        ds = h5py.File(path, "r")["features"]
-        return ds
-    import zarr
-
-    return zarr.open_group(path, mode="r")["features"]
-
-
 class LazyBag:
     """One case's patch features: its slides' stores, concatenated in order, read on demand.
 
@@ -161,7 +137,7 @@ class LazyBag:
         if self._arrays is None:
             self._arrays = [None] * len(self.stores)
         if self._arrays[k] is None:
-            self._arrays[k] = _open_features(self.stores[k])
+            self._arrays[k] = open_features(self.stores[k])
         return self._arrays[k]
 
     def _read_store(self, k: int, local: np.ndarray | slice) -> np.ndarray:
@@ -312,24 +288,19 @@ class BagView:
 
 
 def open_bags(feature_stores: list[str | os.PathLike]) -> tuple[dict[str, LazyBag], dict[str, np.ndarray], int]:
-    """Like :func:`load_bags` but lazy: per case a :class:`LazyBag` over its slides' stores (only
-    shapes and patch coordinates are read now); slides with no patches add nothing."""
-    import zarr
+    """Patch features of every slide, per case a :class:`LazyBag` over its slides' stores in path
+    order (only shapes and patch coordinates are read now; :meth:`LazyBag.read` gives the float32
+    rows); slides with no patches add nothing.  Returns (bags, positions: float32 level-0 px, dim).
 
+    A slide's case is the store's ``case_id`` attribute when it has one
+    (:func:`preprocessing.feature_store.stored_case_id`), else the TCGA file-name rule of
+    :func:`case_of_slide`."""
     per_case: dict[str, list] = {}
     dim = 0
     for path in sorted(map(str, feature_stores)):
-        if os.path.splitext(path)[1].lower() in (".h5", ".hdf5"):
-            from preprocessing.features import read_feature_h5
-
-            feats, coords, _ = read_feature_h5(path)  # CLAM/TRIDENT files: small enough, read once for shape
-            n, dim = feats.shape
-        else:
-            root = zarr.open_group(path, mode="r")
-            n, dim = root["features"].shape
-            coords = root["coords"][:]
+        n, dim, coords, case = open_store(path)
         if n:
-            per_case.setdefault(case_of_slide(os.path.basename(path)), []).append((path, n, coords))
+            per_case.setdefault(case or case_of_slide(os.path.basename(path)), []).append((path, n, coords))
     bags = {c: LazyBag([p for p, _, _ in v], [n for _, n, _ in v], dim) for c, v in per_case.items()}
     positions = {c: np.concatenate([q for _, _, q in v]).astype(np.float32) for c, v in per_case.items()}
     return bags, positions, dim
@@ -353,13 +324,26 @@ def bounded_heap(threshold: int = 1 << 20) -> bool:
         return False
 
 
-def open_cohort(clinical: str | os.PathLike, feature_stores: list[str], omics: dict[str, str | os.PathLike]) -> Cohort:
-    """Cases with a valid survival time and at least one usable modality; bags stay on disk
-    (:class:`LazyBag`), omics tables are read (they are small)."""
-    surv = pd.read_parquet(clinical).set_index("case_id")
+def cohort_of(clinical: pd.DataFrame, omics: dict[str, pd.DataFrame], bags: dict | None = None,
+              positions: dict[str, np.ndarray] | None = None) -> Cohort:
+    """The one way a :class:`Cohort` is built: the cases of ``clinical`` (columns case_id, status,
+    time, event) with status ``ok`` and at least one usable modality: a bag (``bags``, case ->
+    patches) or a row in one of the ``omics`` tables (cases × features).  Survival keeps time and
+    event as given; bags, positions and omics tables are kept whole."""
+    bags = {} if bags is None else bags
+    surv = clinical.set_index("case_id")
     surv = surv[surv["status"] == "ok"]
+    with_omics = [surv.index.isin(t.index) for t in omics.values()] or [np.zeros(len(surv), bool)]
+    usable = surv.index.isin(list(bags)) | np.any(with_omics, axis=0)
+    return Cohort(survival=surv.loc[usable, ["time", "event"]], bags=bags, positions=dict(positions or {}),
+                  omics=dict(omics))
+
+
+def open_cohort(clinical: str | os.PathLike, feature_stores: list[str], omics: dict[str, str | os.PathLike]) -> Cohort:
+    """:func:`cohort_of` the pipeline's outputs: the survival table (parquet), feature stores
+    and omics tables (parquet).  Bags stay on disk (:class:`LazyBag`), omics tables are read
+    (they are small)."""
+    survival = pd.read_parquet(clinical)
     bags, positions, _ = open_bags(feature_stores)
     tables = {m: pd.read_parquet(p) for m, p in omics.items()}
-    with_omics = [surv.index.isin(t.index) for t in tables.values()] or [np.zeros(len(surv), bool)]
-    usable = surv.index.isin(list(bags)) | np.any(with_omics, axis=0)
-    return Cohort(survival=surv.loc[usable, ["time", "event"]], bags=bags, positions=positions, omics=tables)
+    return cohort_of(survival, tables, bags, positions)

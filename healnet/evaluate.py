@@ -40,7 +40,6 @@ import pandas as pd
 
 from preprocessing.io import atomic_path
 
-from .data import Cohort, load_bags
 from .metrics import fold_metrics, harrell
 from .missing_curves import curves_plot, curves_table
 from .paired import paired_bootstrap
@@ -49,16 +48,6 @@ log = logging.getLogger(__name__)
 
 METRICS = ("harrell", "uno", "ibs")
 _FOLD_DIR = re.compile(r"(?:^|/)models/([^/]+)/fold(\d+)/[^/]+$")
-
-
-def load_cohort(clinical: str | os.PathLike, feature_stores: list[str], omics: dict[str, str | os.PathLike]) -> Cohort:
-    """Cases with a valid survival time and at least one usable modality, with their data."""
-    surv = pd.read_parquet(clinical).set_index("case_id")
-    surv = surv[surv["status"] == "ok"]
-    bags, positions, _ = load_bags(feature_stores)
-    tables = {m: pd.read_parquet(p) for m, p in omics.items()}
-    usable = surv.index.isin(list(bags)) | np.any([surv.index.isin(t.index) for t in tables.values()] or [False], axis=0)
-    return Cohort(survival=surv.loc[usable, ["time", "event"]], bags=bags, positions=positions, omics=tables)
 
 
 def model_fold(path: str | os.PathLike) -> tuple[str, int]:
@@ -111,7 +100,7 @@ def fold_repeat(splits: list[dict] | None, fold: int) -> int:
 def metrics_table(fold_metrics_files, fold_predictions, *, survival: pd.DataFrame | None = None,
                   splits: list[dict] | None = None, cases: dict[int, Collection[str]] | None = None) -> pd.DataFrame:
     """One row per model and fold: repeat, harrell, uno, ibs (and ``*_reason`` where NaN), n_test,
-    events, n_left_out, best_epoch; ``c_index`` repeats ``harrell`` for older readers.
+    events, n_left_out, best_epoch.
 
     With ``cases`` (fold -> case_ids, e.g. :func:`common_cases`) each fold is scored on those of
     its predicted cases only; ``n_left_out`` counts the predicted cases left out."""
@@ -134,9 +123,8 @@ def metrics_table(fold_metrics_files, fold_predictions, *, survival: pd.DataFram
         row = {"model": model, "fold": fold, "repeat": fold_repeat(splits, fold),
                **fold_metrics(train_time, train_event, predictions, edges),
                "n_left_out": n_predicted - len(predictions), "best_epoch": info.get("best_epoch", -1)}
-        row["c_index"] = row["harrell"]
         rows.append(row)
-    columns = ["model", "fold", "repeat", *METRICS, "c_index", "n_test", "events", "n_left_out", "best_epoch",
+    columns = ["model", "fold", "repeat", *METRICS, "n_test", "events", "n_left_out", "best_epoch",
                *(f"{m}_reason" for m in METRICS)]
     return pd.DataFrame(rows, columns=columns)
 
@@ -144,8 +132,8 @@ def metrics_table(fold_metrics_files, fold_predictions, *, survival: pd.DataFram
 def summary_table(metrics: pd.DataFrame, oracle_c_index: float | None = None,
                   logrank: dict[str, float] | None = None) -> pd.DataFrame:
     """Per model: mean and standard deviation (ddof 1) over folds of each metric (NaN folds left
-    out; ``<metric>_folds`` counts the folds that have it); ``c_index_mean``/``c_index_std``
-    repeat Harrell's; the oracle c-index and the KM log-rank p when given."""
+    out; ``<metric>_folds`` counts the folds that have it); the oracle c-index and the KM log-rank p
+    when given."""
     rows = []
     for model, group in metrics.groupby("model", sort=True):
         row = {"model": model, "n_folds": len(group)}
@@ -154,7 +142,6 @@ def summary_table(metrics: pd.DataFrame, oracle_c_index: float | None = None,
             row[f"{m}_mean"] = values.mean() if len(values) else float("nan")
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
             row[f"{m}_folds"] = len(values)
-        row["c_index_mean"], row["c_index_std"] = row["harrell_mean"], row["harrell_std"]
         if logrank is not None:
             row["logrank_p"] = logrank.get(model, float("nan"))
         if oracle_c_index is not None:

@@ -56,6 +56,8 @@ import torch
 
 from preprocessing.io import atomic_path
 
+from .attention_io import Attention, read_attention
+
 log = logging.getLogger(__name__)
 
 FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.5)  # shares of a case's units removed, most important first
@@ -197,8 +199,8 @@ def _match_rows(positions: np.ndarray, slide_of_row: np.ndarray | None, coords: 
 
 
 def _test_cases(cohort, case_ids: list[str], cfg, modalities: tuple[str, ...], transforms: dict,
-                attention: dict[str, np.ndarray], seed: int) -> list[CaseInput]:
-    """The test cases' inputs, built like ``healnet.train.prepare_fold`` builds them but with the
+                attention: Attention, seed: int) -> list[CaseInput]:
+    """The test cases' inputs, built like ``healnet.folds.prepare_fold`` builds them but with the
     checkpoint's fitted transforms, and each WSI bag restricted to the patches attention.npz
     lists (the fold's subsample); a subsampled bag without that record is subsampled anew (seeded)."""
     from .data import BagView, LazyBag
@@ -216,9 +218,8 @@ def _test_cases(cohort, case_ids: list[str], cfg, modalities: tuple[str, ...], t
                 raw = cohort.positions.get(c)
                 slide_of_row = bag.slide_ids() if isinstance(bag, LazyBag) else None
                 rows = None
-                if f"wsi_coords/{c}" in attention and raw is not None:
-                    kept_slides = attention.get(f"slide/{c}")
-                    rows = _match_rows(raw, slide_of_row, attention[f"wsi_coords/{c}"], kept_slides)
+                if c in attention.coords and raw is not None:
+                    rows = _match_rows(raw, slide_of_row, attention.coords[c], attention.slides.get(c))
                     if len(rows) == len(bag):
                         rows = None
                 elif cfg.max_patches and len(bag) > cfg.max_patches:
@@ -233,8 +234,8 @@ def _test_cases(cohort, case_ids: list[str], cfg, modalities: tuple[str, ...], t
                     coords = np.round(raw if rows is None else raw[rows]).astype(np.int64)
                 if slide_of_row is not None:
                     slides = slide_of_row if rows is None else slide_of_row[rows]
-                elif f"slide/{c}" in attention:
-                    slides = np.asarray(attention[f"slide/{c}"]).astype(str)
+                elif c in attention.slides:
+                    slides = attention.slides[c]
             elif m in transforms and m in cohort.omics and c in cohort.omics[m].index:
                 x = transforms[m].transform(cohort.omics[m].loc[[c]])[0].astype(np.float32)
                 xs.append(x[None, :] if cfg.omic_tokens == "single" else x[:, None])
@@ -275,10 +276,9 @@ def load_fold(fold_dir: str | os.PathLike, cohort, *, max_cases: int | None = No
     predictions = pd.read_csv(fold_dir / "predictions.tsv", sep="\t")
     predictions["case_id"] = predictions["case_id"].astype(str)
     ids = predictions["case_id"].tolist()[: max_cases if max_cases is not None else None]
-    attention: dict[str, np.ndarray] = {}
+    attention = Attention(case_ids=[])  # the patches each case's bag kept (none recorded: subsample anew)
     if (fold_dir / "attention.npz").exists():
-        with np.load(fold_dir / "attention.npz", allow_pickle=False) as z:
-            attention = {k: z[k] for k in z.files if k.startswith(("wsi_coords/", "slide/"))}
+        attention = read_attention(fold_dir / "attention.npz", require_cases=False)
     transforms = saved["transforms"]
     fold = _fold_index(fold_dir)
     cases = _test_cases(cohort, ids, cfg, modalities, transforms, attention, seed=cfg.seed + fold)

@@ -1,7 +1,7 @@
 """Missing-modality curves: how a model's c-index falls as a modality goes missing from more cases.
 
 The paper's claim is that HEALNet skips a missing modality without the noise that imputation adds.
-Each fold's ``missing.tsv`` (:func:`healnet.train.curve_scenarios`) holds the test-case risks with
+Each fold's ``missing.tsv`` (:func:`healnet.missing.curve_scenarios`) holds the test-case risks with
 each modality, and each pair, removed from a fraction of the test cases (test time only: the model
 was trained on complete data).  Here they become one row per model, removal set and fraction: the
 mean Harrell c-index over folds with a 95 % t-interval over folds, and a figure with one panel per
@@ -67,7 +67,8 @@ def trained_curves(cohort, splits: list[dict], cfg, *, models: list[str], fracti
     models × folds × sets × (fractions + 1) trainings.  Models of one modality have no curve."""
     from dataclasses import replace
 
-    from .train import removal_sets, train_fold
+    from .missing import removal_sets
+    from .train import train_fold
     from .zoo import model_modalities
 
     rows = []

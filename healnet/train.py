@@ -1,50 +1,50 @@
 """Train one architecture (HEALNet by default) on one cross-validation fold and predict its test cases.
 
-Everything that learns from data (omic normalisation and feature selection, the WSI channel
-statistics, survival bins, bin weights) is fitted on the fold's training cases only; the
-validation cases drive early stopping and the best weights are deep-copied.  Bags may be lazy
-(:class:`healnet.data.LazyBag`): a batch reads its cases' patches from disk when it is built (in a
-background thread, one batch ahead), so a cohort larger than memory trains.
+The fold's inputs come from :func:`healnet.folds.prepare_fold`: everything that learns from data
+(omic normalisation and feature selection, the WSI channel statistics, survival bins) is fitted on
+the fold's training cases only, and so are the bin weights here; the validation cases drive early
+stopping and the best weights are deep-copied.  Bags may be lazy (:class:`healnet.data.LazyBag`): a
+batch reads its cases' patches from disk when it is built (in a background thread, one batch ahead),
+so a cohort larger than memory trains.  The ``coxnet`` architecture is fitted by
+:func:`healnet.coxnet.train_coxnet`.
 
-Outputs of :func:`train_fold` (in ``out_dir``):
+Outputs of :func:`train_fold` (in ``out_dir``, written by :func:`healnet.outputs.fold_outputs`):
 
 * ``model.pt``        weights (or the fitted Cox model), transforms, bin edges, config;
 * ``predictions.tsv`` case_id, fold, risk, time, event, has_<modality>, and ``surv_0..surv_{K-1}``:
   the predicted probability of surviving past the end of bin k (times in ``metrics.json``
   ``surv_times``: the interior bin edges, then the longest training follow-up for the last bin);
-* ``missing.tsv``     test-case risks under modality ablations: scenario ``full``, ``no_<m>`` (m
-  removed from every test case) and ``mixed`` (each test case loses one modality drawn uniformly,
-  seeded), then the missing-modality curves: scenario ``<removed>@<fraction>`` (each modality and
-  each pair removed from that fraction of the test cases, :func:`curve_scenarios`); columns
-  case_id, fold, scenario, removed, fraction (empty for the first three), dropped, risk, time, event;
-* ``attention.npz``   HEALNet only: per test case the WSI per-patch attention (mean over heads,
-  latents and layers of the WSI cross-attention) with the level-0 coordinates of the patches
-  used, and per omics modality the per-feature attention with feature names when
-  ``omic_tokens == "genes"``; with ``omic_tokens == "single"`` an omics profile is ONE token, so
-  per-gene attention is not defined and only a note is stored (see ``notes``);
+* ``missing.tsv``     test-case risks under modality ablations (:mod:`healnet.missing`): scenario
+  ``full``, ``no_<m>`` (m removed from every test case) and ``mixed`` (each test case loses one
+  modality drawn uniformly, seeded), then the missing-modality curves: scenario
+  ``<removed>@<fraction>`` (each modality and each pair removed from that fraction of the test
+  cases, :func:`healnet.missing.curve_scenarios`); columns case_id, fold, scenario, removed,
+  fraction (empty for the first three), dropped, risk, time, event;
+* ``attention.npz``   (:mod:`healnet.attention_io`) HEALNet only: per test case the WSI per-patch
+  attention (mean over heads, latents and layers of the WSI cross-attention) with the level-0
+  coordinates of the patches used, and per omics modality the per-feature attention with feature
+  names when ``omic_tokens == "genes"``; with ``omic_tokens == "single"`` an omics profile is ONE
+  token, so per-gene attention is not defined and only a note is stored (see ``notes``);
 * ``metrics.json``, ``history.tsv``.
 """
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from preprocessing.io import atomic_path, write_text_atomic
-
-from .data import BagView, Cohort, LazyBag, OmicTransform, wsi_standardisation
-from .survival import (bin_weights, concordance, cox_loss, discretise, fit_bins, nll_loss, risk_from_logits,
-                       survival_from_logits)
+from .coxnet import train_coxnet
+from .data import BagView, Cohort, LazyBag
+from .folds import FoldData, collate, prepare_fold
+from .missing import missing_risks, trained_missing
+from .outputs import fold_outputs
+from .survival import bin_weights, concordance, cox_loss, nll_loss, risk_from_logits, survival_from_logits
 from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, requested_modalities, training_overrides
 
 log = logging.getLogger(__name__)
@@ -109,111 +109,6 @@ class TrainConfig:
 HEALNET_DEFAULTS = {"depth": 2, "num_latents": 16, "latent_dim": 32, "cross_heads": 1, "latent_heads": 4,
                     "attn_dropout": 0.3, "ff_dropout": 0.3}
 
-
-@dataclass
-class FoldData:
-    """Inputs of one subset (train, val or test) in modality order, unpadded."""
-
-    case_ids: list[str]
-    inputs: list[list]  # per modality, per case: tokens × channels (array or BagView), or None when absent
-    positions: list[np.ndarray | None]  # WSI patch positions scaled to [-1, 1], per case (kept patches)
-    labels: np.ndarray
-    events: np.ndarray
-    times: np.ndarray
-    coords: list[np.ndarray | None] = field(default_factory=list)  # level-0 px coordinates of the kept patches
-
-
-def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig):
-    """Fit the fold's transforms on its training cases and build the three subsets.
-
-    WSI bags are not read here beyond the streaming statistics pass over the training bags: each
-    subset holds :class:`BagView` s (kept rows + the fold's statistics) that read on demand."""
-    train_ids = [c for c in split["train"] if c in cohort.survival.index]
-    if not train_ids:
-        raise ValueError("prepare_fold: no training case has a survival time")
-    surv = cohort.survival
-    edges = fit_bins(surv.loc[train_ids, "time"].to_numpy(), surv.loc[train_ids, "event"].to_numpy(), cfg.n_bins)
-    transforms = {}
-    for m in cfg.modalities:
-        if m != "wsi" and m in cohort.omics:
-            table = cohort.omics[m]
-            fitted_on = table.index.intersection(train_ids)
-            if len(fitted_on):
-                transforms[m] = OmicTransform(top_k=cfg.omic_top_k, select=cfg.omic_select,
-                                              log_transform=m in cfg.log_omics, name=m).fit(
-                    table.loc[fitted_on], surv.loc[fitted_on, "time"].to_numpy(), surv.loc[fitted_on, "event"].to_numpy())
-    if "wsi" in cfg.modalities:
-        stats = wsi_standardisation(cohort.bags[c] for c in train_ids if c in cohort.bags)
-        if stats is not None:
-            transforms["wsi"] = stats
-    rng = np.random.default_rng(cfg.seed)
-
-    def build(ids: list[str]) -> FoldData:
-        ids = [c for c in ids if c in surv.index]
-        inputs, positions, coords, kept = [], [], [], {}
-        for m in cfg.modalities:
-            column = []
-            for c in ids:
-                if m == "wsi":
-                    bag = cohort.bags.get(c)
-                    if bag is not None and cfg.max_patches and len(bag) > cfg.max_patches:
-                        kept[c] = np.sort(rng.choice(len(bag), cfg.max_patches, replace=False))
-                    mean, std = transforms.get("wsi", (None, None))
-                    column.append(None if bag is None else BagView(bag, kept.get(c), mean, std))
-                elif m in transforms and c in cohort.omics[m].index:
-                    x = transforms[m].transform(cohort.omics[m].loc[[c]])[0]
-                    column.append(x[None, :] if cfg.omic_tokens == "single" else x[:, None])
-                else:
-                    column.append(None)
-            inputs.append(column)
-        for c in ids:
-            raw = pos = cohort.positions.get(c)
-            if pos is not None and len(pos):
-                span = np.maximum(pos.max(0) - pos.min(0), 1.0)
-                pos = (pos - pos.min(0)) / span * 2 - 1
-            if pos is not None and c in kept:  # the positions of the subsampled patches
-                pos, raw = pos[kept[c]], raw[kept[c]]
-            positions.append(pos)
-            coords.append(raw)
-        times, events = np.array(surv.loc[ids, "time"], dtype=float), np.array(surv.loc[ids, "event"], dtype=np.int64)
-        return FoldData(ids, inputs, positions, discretise(times, edges), events, times, coords)
-
-    subsets = {name: build(split[name]) for name in ("train", "val", "test")}
-    return subsets, edges, transforms
-
-
-def collate(data: FoldData, index: np.ndarray, channels: list[int], wsi: int | None = 0,
-            drop: np.ndarray | None = None):
-    """Pad each modality's bags to the longest in the batch; absent ones become a masked zero token.
-
-    ``wsi`` is the position of the WSI modality, whose patch positions are padded alongside it.
-    ``drop`` (n_cases, M) bool: treat those (case, modality) inputs as absent (they are not read).
-    """
-    tensors, masks, positions = [], [], None
-    present = torch.zeros(len(index), len(channels), dtype=torch.bool)
-    for m, column in enumerate(data.inputs):
-        items = [None if drop is not None and drop[i, m] else column[i] for i in index]
-        lengths = [len(x) for x in items if x is not None]
-        if not lengths and m != wsi:  # omics have a fixed token count: keep it when the whole batch lacks them
-            lengths = [next((len(x) for x in column if x is not None), 1)]
-        n = max(lengths + [1])
-        t = torch.zeros(len(index), n, channels[m])
-        mask = torch.zeros(len(index), n, dtype=torch.bool)
-        for b, x in enumerate(items):
-            if x is not None and len(x):
-                x = x.load() if isinstance(x, BagView) else np.asarray(x, np.float32)
-                t[b, : len(x)] = torch.from_numpy(x)
-                mask[b, : len(x)] = True
-                present[b, m] = True
-        tensors.append(t)
-        masks.append(mask)
-        if m == wsi and data.positions:
-            positions = torch.zeros(len(index), n, 2)
-            for b, i in enumerate(index):
-                p = data.positions[i]
-                if p is not None and items[b] is not None:
-                    positions[b, : len(items[b])] = torch.from_numpy(np.asarray(p[: len(items[b])], np.float32))
-    return tensors, masks, present, positions
 
 
 def _batches(data: FoldData, batches: list[np.ndarray], channels, cfg: TrainConfig, drop=None):
@@ -286,91 +181,21 @@ def evaluate_loss(model, data: FoldData, channels, cfg: TrainConfig,
     return float(loss), risk_from_logits(logits).numpy()
 
 
-def missing_scenarios(n_cases: int, modalities: tuple[str, ...], seed: int) -> list[tuple[str, str, np.ndarray]]:
-    """(scenario, dropped modality per case, drop mask (n, M)): ``full``, ``no_<m>`` and ``mixed``
-    (each case loses one modality drawn uniformly, seeded)."""
-    M = len(modalities)
-    out = [("full", np.array([""] * n_cases, dtype=object), np.zeros((n_cases, M), bool))]
-    for m, name in enumerate(modalities):
-        drop = np.zeros((n_cases, M), bool)
-        drop[:, m] = True
-        out.append((f"no_{name}", np.array([name] * n_cases, dtype=object), drop))
-    pick = np.random.default_rng(seed).integers(0, M, size=n_cases)
-    drop = np.zeros((n_cases, M), bool)
-    drop[np.arange(n_cases), pick] = True
-    out.append(("mixed", np.array([modalities[k] for k in pick], dtype=object), drop))
-    return out
-
-
-def removal_sets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """What a missing-modality curve removes: each modality alone, and each pair of them (with two or
-    more modalities; a model of one modality has no curve: without it nothing is left)."""
-    if len(modalities) < 2:
-        return []
-    singles = [(m,) for m in modalities]
-    pairs = [(a, b) for i, a in enumerate(modalities) for b in modalities[i + 1:]]
-    return singles + pairs
-
-
-def curve_scenarios(case_ids: list[str], modalities: tuple[str, ...], fractions: Sequence[float],
-                    seed: int) -> list[tuple[str, str, float, np.ndarray, np.ndarray]]:
-    """Per removal set and fraction f: (scenario ``"<set>@<f>"``, set name, f, dropped modality per
-    case, drop mask (n, M)).  ``round(f * n)`` cases lose the set's modality; for a pair each of them
-    loses one of the two (alternating), so no case is left with nothing.  The cases are the first of
-    one seeded permutation per set, so they are nested: those missing at 30 % include those at 10 %."""
-    n, out = len(case_ids), []
-    for removed in removal_sets(modalities):
-        name = "+".join(removed)
-        order = np.random.default_rng([seed, *map(ord, name)]).permutation(n)
-        for f in fractions:
-            chosen = order[: int(round(f * n))]
-            which = np.array([modalities.index(removed[k % len(removed)]) for k in range(len(chosen))], dtype=int)
-            drop = np.zeros((n, len(modalities)), bool)
-            drop[chosen, which] = True
-            dropped = np.array([""] * n, dtype=object)
-            dropped[chosen] = [modalities[k] for k in which]
-            out.append((f"{name}@{f:g}", name, float(f), dropped, drop))
-    return out
-
-
-def _trained_missing(case_ids: list[str], modalities: tuple[str, ...], setting: dict | None,
-                     seed: int) -> np.ndarray | None:
-    """The drop mask of ``cfg.train_missing`` for these cases (None when unset)."""
-    if not setting:
-        return None
-    removed, fraction = setting["removed"], float(setting["fraction"])
-    if any(m not in modalities for m in removed.split("+")):
-        raise ValueError(f"train_missing removes {removed!r}, not among the model's modalities {list(modalities)}")
-    for name, _, f, _, drop in curve_scenarios(case_ids, modalities, (fraction,), seed):
-        if name == f"{removed}@{fraction:g}":
-            return drop
-    raise ValueError(f"train_missing: {removed!r} is not a removal set of {list(modalities)} "
-                     f"(one modality, or two joined by '+', in the configured order)")
-
-
-def _missing_risks(risk_of, test: FoldData, modalities: tuple[str, ...], cfg: TrainConfig, fold: int):
-    """(scenario, removed, fraction, dropped, risk) for :func:`missing_scenarios` and the curves;
-    ``risk_of(drop)`` predicts the test cases with those inputs treated as absent."""
-    seed, n = cfg.seed + fold, len(test.case_ids)
-    rows = [(name, "", np.nan, dropped, risk_of(drop)) for name, dropped, drop in missing_scenarios(n, modalities, seed)]
-    return rows + [(name, removed, f, dropped, risk_of(drop)) for name, removed, f, dropped, drop
-                   in curve_scenarios(test.case_ids, modalities, cfg.missing_fractions, seed)]
-
-
-def attention_maps(model, data: FoldData, channels, cfg: TrainConfig, transforms: dict,
-                   batch_size: int = 8) -> dict[str, np.ndarray]:
-    """Arrays for ``attention.npz``: per test case, per-patch WSI attention and per-feature omics
-    attention, each the mean over heads, latents and layers of that modality's cross-attention."""
+def attention_record(model, data: FoldData, channels, cfg: TrainConfig, transforms: dict,
+                     batch_size: int = 8) -> dict:
+    """The content of ``attention.npz`` (keyword arguments of :func:`healnet.attention_io.write_attention`):
+    per test case, per-patch WSI attention and per-feature omics attention, each the mean over
+    heads, latents and layers of that modality's cross-attention."""
     model.eval()
     device = next(model.parameters()).device
-    arrays: dict[str, np.ndarray] = {"case_ids": np.array(data.case_ids, dtype=str)}
+    wsi, coords, slides, genes, omics = {}, {}, {}, {}, {}
     notes = {"attention": "mean over heads, latents and layers of the modality's cross-attention weights"}
     for m in cfg.modalities:
         if m != "wsi" and cfg.omic_tokens == "single":
             notes[m] = ("omic_tokens='single': the profile is one token, so per-gene attention is not defined "
                         "(use omic_tokens='genes')")
         elif m != "wsi" and m in transforms:
-            arrays[f"{m}_features"] = np.array(transforms[m].columns, dtype=str)
+            genes[m] = transforms[m].columns
     with torch.no_grad():
         for index, batch in _batches(data, _chunks(len(data.case_ids), batch_size), channels, cfg):
             _, weights = _run(model, batch, cfg, device, return_attention=True)
@@ -383,44 +208,17 @@ def attention_maps(model, data: FoldData, channels, cfg: TrainConfig, transforms
                     x = data.inputs[k][i]
                     if x is None or not batch[2][b, k]:
                         continue
-                    c = data.case_ids[i]
-                    arrays[f"{m}_attention/{c}"] = mean[b, : len(x)].astype(np.float32)
-                    if m == "wsi" and data.coords and data.coords[i] is not None:
-                        arrays[f"wsi_coords/{c}"] = np.round(data.coords[i][: len(x)]).astype(np.int64)
-                    if m == "wsi" and isinstance(x, BagView) and isinstance(x.bag, LazyBag):
-                        arrays[f"slide/{c}"] = x.bag.slide_ids(x.rows).astype(str)
-    arrays["notes"] = np.array(json.dumps(notes))
-    return arrays
-
-
-def _write_outputs(out_dir, *, checkpoint: dict, history: list[dict], predictions: pd.DataFrame,
-                   missing: pd.DataFrame, attention: dict[str, np.ndarray], metrics: dict) -> None:
-    out = Path(out_dir)
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(checkpoint, tmp)
-    with atomic_path(out / "history.tsv") as tmp:
-        pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "val_c_index"]).to_csv(
-            tmp, sep="\t", index=False)
-    with atomic_path(out / "predictions.tsv") as tmp:
-        predictions.to_csv(tmp, sep="\t", index=False)
-    with atomic_path(out / "missing.tsv") as tmp:
-        missing.to_csv(tmp, sep="\t", index=False)
-    with atomic_path(out / "attention.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **attention)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
-
-
-def _fold_tables(test: FoldData, fold: int, modalities, risk: np.ndarray, surv: np.ndarray,
-                 missing_risks: list[tuple[str, str, float, np.ndarray, np.ndarray]]):
-    has = {f"has_{m}": [x is not None for x in col] for m, col in zip(modalities, test.inputs)}
-    predictions = pd.DataFrame({"case_id": test.case_ids, "fold": fold, "risk": risk, "time": test.times,
-                                "event": test.events, **has,
-                                **{f"surv_{k}": surv[:, k] for k in range(surv.shape[1])}})
-    missing = pd.concat([pd.DataFrame({"case_id": test.case_ids, "fold": fold, "scenario": name, "removed": removed,
-                                       "fraction": f, "dropped": dropped, "risk": r, "time": test.times,
-                                       "event": test.events})
-                         for name, removed, f, dropped, r in missing_risks], ignore_index=True)
-    return predictions, missing
+                    c, values = data.case_ids[i], mean[b, : len(x)]
+                    if m != "wsi":
+                        omics.setdefault(m, {})[c] = values
+                        continue
+                    wsi[c] = values
+                    if data.coords and data.coords[i] is not None:
+                        coords[c] = np.round(data.coords[i][: len(x)])
+                    if isinstance(x, BagView) and isinstance(x.bag, LazyBag):
+                        slides[c] = x.bag.slide_ids(x.rows)
+    return {"case_ids": data.case_ids, "wsi": wsi, "coords": coords, "slides": slides, "genes": genes,
+            "omics": omics, "notes": notes}
 
 
 def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, out_dir: str | os.PathLike | None = None,
@@ -437,7 +235,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
     torch.manual_seed(cfg.seed)
     run_cfg = replace(cfg, modalities=model_modalities(cfg.architecture, cfg.modalities))
     if cfg.architecture == "coxnet":
-        return _train_coxnet(cohort, split, run_cfg, out_dir, fold)
+        return train_coxnet(cohort, split, run_cfg, out_dir, fold)
     if cfg.early_stopping == "none":  # nothing to choose on the validation cases: they join the training
         split = {**split, "train": sorted({*split["train"], *split["val"]})}
     subsets, edges, transforms = prepare_fold(cohort, split, run_cfg)
@@ -462,7 +260,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
     device = _device(cfg)
     model = build_model(cfg.architecture, input_channels=channels, modalities=list(modalities), num_classes=cfg.n_bins,
                         input_axes=axes, fourier_encode=cfg.fourier_wsi, **model_kwargs).to(device)
-    train_drop, test_drop = (_trained_missing(sub.case_ids, modalities, cfg.train_missing, cfg.seed + fold)
+    train_drop, test_drop = (trained_missing(sub.case_ids, modalities, cfg.train_missing, cfg.seed + fold)
                              for sub in (train, test))
     weights = torch.as_tensor(bin_weights(train.labels, cfg.n_bins), dtype=torch.float32, device=device)
     steps = max(1, int(np.ceil(len(train.case_ids) / cfg.batch_size)))
@@ -507,104 +305,21 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
     else:
         model.load_state_dict(best[2])
     logits = predict(model, test, channels, run_cfg, test_drop)
-    test_risk = risk_from_logits(logits).numpy()
-    c_index = concordance(test.times, test.events, test_risk) if test.events.sum() else float("nan")
-    scenarios = _missing_risks(lambda drop: risk_from_logits(predict(model, test, channels, run_cfg, drop)).numpy(),
-                               test, modalities, cfg, fold)
-    surv = survival_from_logits(logits.double()).numpy()
-    predictions, missing = _fold_tables(test, fold, modalities, test_risk, surv, scenarios)
-    surv_times = _surv_times(edges, train.times)
-    metrics = {"fold": fold, "architecture": cfg.architecture, "modalities": list(modalities), "c_index": c_index,
-               "n_train": len(train.case_ids), "n_val": len(val.case_ids),
-               "n_test": len(test.case_ids), "n_test_events": int(test.events.sum()), "best_epoch": best[1],
-               "epochs_run": len(history), "bin_edges": [float(e) for e in edges], "surv_times": surv_times,
-               "device": device.type, "omics": _omics_summary(transforms)}
-    if tuned is not None:
-        metrics["tuned"] = tuned
-    log.info("fold %d (%s): c-index %.3f on %d test cases (best epoch %d)", fold, cfg.architecture, c_index,
-             len(test.case_ids), best[1])
-    if out_dir is not None:
-        attention = (attention_maps(model, test, channels, run_cfg, transforms) if healnet else
-                     {"notes": np.array(json.dumps({"attention": f"not recorded for {cfg.architecture}"}))})
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-        _write_outputs(out_dir, checkpoint={"state_dict": state, "architecture": cfg.architecture,
-                                            "modalities": list(modalities), "input_channels": channels,
-                                            "model_kwargs": healnet_kwargs(cfg.architecture, model_kwargs)
-                                            if healnet else model_kwargs, "config": asdict(cfg),
-                                            "bin_edges": edges, "transforms": transforms},
-                       history=history, predictions=predictions, missing=missing, attention=attention,
-                       metrics=metrics)
-    return metrics
-
-
-def _omics_summary(transforms: dict) -> dict:
-    """Per omics modality: whether log2(x + 1) was applied (and why) and the features kept."""
-    return {m: t.summary() for m, t in transforms.items() if isinstance(t, OmicTransform)}
-
-
-def _surv_times(edges: np.ndarray, train_times: np.ndarray) -> list[float]:
-    """End of each bin: the interior edges, then the longest training follow-up (the last bin is open)."""
-    return [float(e) for e in edges[1:-1]] + [float(np.max(train_times))]
-
-
-def _omic_widths(*subsets: FoldData) -> list[int]:
-    """Features per modality, from whichever subset has a case with it (a small validation split
-    may have no case with some modality)."""
-    return [max((np.asarray(x).size for sub in subsets for x in sub.inputs[m] if x is not None), default=0)
-            for m in range(len(subsets[0].inputs))]
-
-
-def _omics_matrix(data: FoldData, widths: list[int], drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated standardised omics (n, sum of ``widths``) and whether a case has any; an absent
-    (or dropped) modality is filled with 0, its training mean."""
-    x = np.zeros((len(data.case_ids), sum(widths)), np.float64)
-    has = np.zeros(len(data.case_ids), bool)
-    start = 0
-    for m, (col, w) in enumerate(zip(data.inputs, widths)):
-        for i, v in enumerate(col):
-            if v is not None and not (drop is not None and drop[i, m]):
-                x[i, start:start + w] = np.asarray(v, np.float64).ravel()
-                has[i] = True
-        start += w
-    return x, has
-
-
-def _train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, out_dir, fold: int) -> dict:
-    """Elastic-net Cox on the fold's normalised, selected, concatenated omics.  The transforms and
-    bins are those of the fold (fitted on its training cases); with no early stopping to drive
-    (fit_coxnet picks its penalty by inner cross-validation) the validation cases join the fit."""
-    from .baselines import fit_coxnet  # lazy: the baselines are optional
-
-    subsets, edges, transforms = prepare_fold(cohort, split, replace(cfg, omic_top_k=None))  # its penalty selects
-    train, val, test = subsets["train"], subsets["val"], subsets["test"]
-    widths = _omic_widths(train, val, test)
-    x_fit, has = (np.concatenate(a) for a in zip(_omics_matrix(train, widths), _omics_matrix(val, widths)))
-    times, events = np.concatenate([train.times, val.times]), np.concatenate([train.events, val.events])
-    if not has.any() or x_fit.shape[1] == 0:
-        raise ValueError(f"fold {fold}: coxnet needs omics ({list(cfg.modalities)}) for some training case")
-    kwargs = dict(cfg.baselines.get("coxnet", {}))
-    fitted = fit_coxnet(x_fit[has], times[has], events[has], seed=cfg.seed, **kwargs)
-    surv_times = _surv_times(edges, train.times)
-    x_test, _ = _omics_matrix(test, widths)
-    risk = np.asarray(fitted.predict(x_test), float)
-    surv = np.asarray(fitted.predict_survival(x_test, np.array(surv_times)), float)
-    c_index = concordance(test.times, test.events, risk) if test.events.sum() else float("nan")
-    scenarios = _missing_risks(lambda drop: np.asarray(fitted.predict(_omics_matrix(test, widths, drop)[0]), float),
-                               test, cfg.modalities, cfg, fold)
-    predictions, missing = _fold_tables(test, fold, cfg.modalities, risk, surv, scenarios)
-    metrics = {"fold": fold, "architecture": "coxnet", "modalities": list(cfg.modalities), "c_index": c_index,
-               "n_train": int(has.sum()), "n_val": 0, "n_test": len(test.case_ids),
-               "n_test_events": int(test.events.sum()), "best_epoch": -1, "epochs_run": 0,
-               "bin_edges": [float(e) for e in edges], "surv_times": surv_times, "device": "cpu",
-               "omics": _omics_summary(transforms)}
-    if out_dir is not None:
-        _write_outputs(out_dir, checkpoint={"coxnet": fitted, "architecture": "coxnet",
-                                            "modalities": list(cfg.modalities), "config": asdict(cfg),
-                                            "bin_edges": edges, "transforms": transforms},
-                       history=[], predictions=predictions, missing=missing,
-                       attention={"notes": np.array(json.dumps({"attention": "not defined for coxnet"}))},
-                       metrics=metrics)
-    return metrics
+    scenarios = missing_risks(lambda drop: risk_from_logits(predict(model, test, channels, run_cfg, drop)).numpy(),
+                              test.case_ids, modalities, cfg.missing_fractions, cfg.seed + fold)
+    return fold_outputs(
+        out_dir, fold=fold, architecture=cfg.architecture, modalities=modalities, test=test,
+        risk=risk_from_logits(logits).numpy(), surv=survival_from_logits(logits.double()).numpy(),
+        scenarios=scenarios, edges=edges, train_times=train.times, transforms=transforms,
+        n_train=len(train.case_ids), n_val=len(val.case_ids), best_epoch=best[1], epochs_run=len(history),
+        device=device.type, history=history, tuned=tuned,
+        checkpoint=lambda: {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                            "architecture": cfg.architecture, "modalities": list(modalities),
+                            "input_channels": channels,
+                            "model_kwargs": healnet_kwargs(cfg.architecture, model_kwargs) if healnet else model_kwargs,
+                            "config": asdict(cfg), "bin_edges": edges, "transforms": transforms},
+        attention=lambda: (attention_record(model, test, channels, run_cfg, transforms) if healnet else
+                           {"notes": {"attention": f"not recorded for {cfg.architecture}"}}))
 
 
 def config_from_dict(config: dict, **overrides) -> TrainConfig:

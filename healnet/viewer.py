@@ -30,7 +30,8 @@ import pandas as pd
 
 from preprocessing.io import atomic_path
 
-from .attention_maps import CMAP, assign_slides, percentile_scores, read_attention
+from .attention_io import read_attention
+from .attention_maps import CMAP, assign_slides, percentile_scores
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import math
 import os
@@ -52,7 +51,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from .io import atomic_path
+from .io import atomic_path, file_md5
 
 MISSING = "'--"  # GDC's marker for a missing clinical value
 TSS_CODES = ("A1", "A2", "AR", "BH", "E2", "GM")  # a few tissue-source-site codes
@@ -97,14 +96,6 @@ TRUTH_TUMOUR, TRUTH_GENES = "truth_tumour.npz", "truth_genes.tsv"  # beside orac
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tsv(df: pd.DataFrame) -> str:
@@ -651,7 +642,7 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
 
     for f in files:
         p = out / f["id"] / f["filename"]
-        f["md5"], f["size"] = _md5(p), p.stat().st_size
+        f["md5"], f["size"] = file_md5(p), p.stat().st_size
     manifest = pd.DataFrame({"id": [f["id"] for f in files], "filename": [f["filename"] for f in files],
                              "md5": [f["md5"] for f in files], "size": [f["size"] for f in files],
                              "state": "released"})

@@ -32,7 +32,9 @@ the CPU only reads and decodes: give it ``num_workers`` ≈ CPU cores - 1.
 
 Output: ``features`` (N × D, float16 by default), ``coords`` (N × 2, level-0 px, in the order of
 the coordinates file, which our tiler writes row by row so that reads walk along tile rows) and
-attributes (encoder, weights sha256 or ``random:seed=N``, µm/px, patch size, library versions).
+attributes (encoder, weights sha256 or ``random:seed=N``, µm/px, patch size, library versions,
+and the slide's ``case_id`` when given); :mod:`preprocessing.feature_store` owns this layout and
+reads it back.
 Rows are written in chunks of ``chunk_rows`` as they are computed, so memory does not grow with
 the number of patches.  They go to a hidden sibling ``.<name>.tmp-partial`` that is renamed to
 ``<name>`` only when every row is written: a killed job never leaves anything under the final
@@ -54,12 +56,10 @@ import json
 import logging
 import os
 import platform
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 import timm
 import torch
@@ -69,6 +69,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from .encoders import ENCODERS, build_encoder
+from .feature_store import CASE_ID, COORDS, FEATURES, STAIN_FIT, STAIN_STATUS
+from .io import _remove
 from .slides import SlideError, best_level, open_slide
 from .stain import StainNormaliser, read_target
 from .stain import summary as stain_summary
@@ -286,13 +288,6 @@ def partial_path(out_zarr: str | os.PathLike) -> Path:
     return out.with_name(f".{out.name}.tmp-partial")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def _rows_done(tmp: Path, fingerprint: dict) -> int:
     """Rows already in a partial store written with the same ``fingerprint``, else 0 (and the
     stale store is removed)."""
@@ -316,12 +311,12 @@ def _create_store(path: Path, coords: np.ndarray, dim: int, dtype: str, chunk: i
     with stain normalisation also ``stain_status`` (N, uint8) and ``stain_fit`` (N × K float32) per patch."""
     root = zarr.open_group(str(path), mode="w")
     rows = max(1, min(len(coords), chunk))
-    root.create_array("features", shape=(len(coords), dim), dtype=dtype, chunks=(rows, dim))
-    root.create_array("coords", data=coords, chunks=(rows, 2))
+    root.create_array(FEATURES, shape=(len(coords), dim), dtype=dtype, chunks=(rows, dim))
+    root.create_array(COORDS, data=coords, chunks=(rows, 2))
     if stain is not None:
-        root.create_array("stain_status", shape=(len(coords),), dtype="uint8", chunks=(rows,))
+        root.create_array(STAIN_STATUS, shape=(len(coords),), dtype="uint8", chunks=(rows,))
         k = len(stain.columns)
-        root.create_array("stain_fit", shape=(len(coords), k), dtype="float32", chunks=(rows, k))
+        root.create_array(STAIN_FIT, shape=(len(coords), k), dtype="float32", chunks=(rows, k))
     return root
 
 
@@ -330,7 +325,7 @@ class _ChunkWriter:
     arrays when there are any) one whole chunk at a time and records progress (``_rows_done``)
     after each chunk, so a killed job can resume at the last complete chunk."""
 
-    def __init__(self, root: zarr.Group, start: int, chunk_rows: int, names: tuple[str, ...] = ("features",)):
+    def __init__(self, root: zarr.Group, start: int, chunk_rows: int, names: tuple[str, ...] = (FEATURES,)):
         self.root, self.arrays = root, [root[name] for name in names]
         self.start = self.filled = start  # rows on disk; rows on disk + in the buffer
         self.buffers = [np.empty((chunk_rows, *a.shape[1:]), dtype=a.dtype) for a in self.arrays]
@@ -365,7 +360,8 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
                      encoder: str = "demo-cnn", weights: str | os.PathLike | None = None, batch_size: int = 64,
                      num_workers: int | None = None, device: str | torch.device | None = None, dtype: str = "float16",
                      seed: int = 0, autocast: str | None = "bfloat16", chunk_rows: int | None = None,
-                     prefetch_factor: int = 4, stain_target: str | os.PathLike | dict | None = None) -> dict:
+                     prefetch_factor: int = 4, stain_target: str | os.PathLike | dict | None = None,
+                     case_id: str | None = None) -> dict:
     """Encode every patch of a slide; write ``features`` (N×D), ``coords`` (N×2, level-0 px) and attributes.
 
     ``batch_size`` patches go through the encoder at once; ``num_workers`` DataLoader processes read
@@ -377,6 +373,9 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
     content) normalises each batch's stains on the device before the encoder
     (:mod:`preprocessing.stain`); the store then has ``stain_status`` and ``stain_fit`` per patch
     and a ``stain_norm`` attribute.  None: no normalisation, and no trace of it in the store.
+    ``case_id``, when given, is stored as the ``case_id`` attribute: the case the bag loader groups
+    the slide under (:mod:`preprocessing.feature_store`); None writes no such attribute, so the
+    store is byte for byte what it was before the option existed.
     Returns the store's attributes.
     """
     spec = ENCODERS[encoder]
@@ -408,6 +407,8 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
         "device": dev.type, "compute_dtype": (autocast or "float32") if dev.type == "cuda" else "float32",
         "versions": _versions(),
     }
+    if case_id is not None:
+        meta[CASE_ID] = str(case_id)
     fingerprint = {k: meta[k] for k in ("encoder", "weights", "dtype", "batch_size", "device", "compute_dtype",
                                         "read_level", "read_size", "n_patches")}
     fingerprint.update(chunk=chunk, coords_sha256=hashlib.sha256(np.ascontiguousarray(coords).tobytes()).hexdigest(),
@@ -425,7 +426,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
         else:
             root = zarr.open_group(str(tmp), mode="r+")
             log.info("%s: resuming at patch %d of %d", Path(slide_path).name, start, n)
-        names = ("features",) if stain is None else ("features", "stain_status", "stain_fit")
+        names = (FEATURES,) if stain is None else (FEATURES, STAIN_STATUS, STAIN_FIT)
         writer = _ChunkWriter(root, start, chunk, names)
         if start < n:
             dataset = SlidePatches(str(slide_path), coords, level, read_size, spec.input_size)
@@ -434,7 +435,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
                     desc=Path(slide_path).name[:40], stain=stain)
         writer.flush()
         if stain is not None:
-            meta["stain_norm"] = stain_summary(stain.target, root["stain_status"][:], root["stain_fit"][:],
+            meta["stain_norm"] = stain_summary(stain.target, root[STAIN_STATUS][:], root[STAIN_FIT][:],
                                                stain.settings())
             _log_fallbacks(Path(slide_path).name, meta["stain_norm"])
         root.attrs.put(meta)  # the final attributes, without the resume bookkeeping
@@ -503,36 +504,3 @@ def _encode(model: torch.nn.Module, dataset: SlidePatches, writer: _ChunkWriter,
         if pending is not None:
             pending[1].synchronize()
             writer.append(*(t.numpy() for t in pending[0]))
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
-
-
-def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Features (N×D), coords (N×2, level-0 px) and attributes of one slide: our Zarr store, or a
-    CLAM / TRIDENT feature h5 file (see :func:`read_feature_h5`)."""
-    if Path(path).suffix.lower() in (".h5", ".hdf5"):
-        return read_feature_h5(path)
-    root = zarr.open_group(str(path), mode="r")
-    return root["features"][:], root["coords"][:], dict(root.attrs)
-
-
-def read_feature_h5(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Features (N×D), coords (N×2, level-0 px) and attributes of a CLAM or TRIDENT feature file:
-    ``features`` N×D (CLAM, TRIDENT) or 1×N×D, ``coords`` N×2.  Attributes are the file's and its
-    datasets' (coords attributes win), plus ``source``."""
-    with h5py.File(path, "r") as f:
-        if "features" not in f or "coords" not in f:
-            raise ValueError(f"{path}: a feature h5 file needs 'features' and 'coords' datasets (has {sorted(f)})")
-        feats, coords = f["features"][:], f["coords"][:]
-        attrs = {**dict(f.attrs), **dict(f["features"].attrs), **dict(f["coords"].attrs)}
-    if feats.ndim == 3 and feats.shape[0] == 1:
-        feats = feats[0]
-    coords = coords.reshape(-1, 2).astype(np.int64) if coords.size else np.zeros((0, 2), np.int64)
-    if feats.ndim != 2 or len(feats) != len(coords):
-        raise ValueError(f"{path}: features of shape {feats.shape} do not match {len(coords)} coordinates")
-    attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v)
-             for k, v in attrs.items()}
-    attrs.update(source=str(path), n_patches=len(coords), dim=int(feats.shape[1]))
-    return feats, coords, attrs

@@ -15,7 +15,6 @@ query they cannot run (e.g. an unknown field); ``data/{file_id}`` streams one fi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import pandas as pd
 import requests
 
 from .inventory import CNV_WORKFLOWS, SLIDE_TYPE, prefer_cnv_workflow, read_inventory, read_manifest, slide_policy
-from .io import write_text_atomic
+from .io import file_md5, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -463,14 +462,6 @@ def write_plan(files: pd.DataFrame, data_dir: str | os.PathLike, out: str | os.P
 # download
 
 
-def _md5_of(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verified_record(final: Path) -> Path:
     return final.with_name(f".{final.name}.verified")
 
@@ -490,7 +481,7 @@ def _is_verified(final: Path, size: int, md5: str, check_md5: bool) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    if _md5_of(final) != md5:
+    if file_md5(final) != md5:
         return False
     _remember_verified(final, md5)
     return True
@@ -651,7 +642,7 @@ def download_file(file_id: str, file_name: str, md5: str, size: int, out_dir: st
                 last_error, bad_md5 = str(e), None
                 log.warning("%s: try %d of %d failed: %s", file_id, attempt + 1, retries + 1, e)
                 continue
-            actual = _md5_of(partial)
+            actual = file_md5(partial)
             if actual == md5:
                 os.replace(partial, final)
                 _remember_verified(final, md5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import shutil
@@ -61,6 +62,15 @@ def _remove_orphans(final: Path) -> None:
         pid = path.name.rsplit(".tmp-", 1)[1]
         if pid.isdigit() and not _pid_alive(int(pid)):
             _remove(path)
+
+
+def file_md5(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Hex md5 of a file's bytes, read ``block`` bytes at a time."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

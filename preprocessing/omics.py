@@ -190,16 +190,6 @@ def _cases_by_genes(columns: dict[str, pd.Series]) -> pd.DataFrame:
     return matrix
 
 
-def rna_matrix(files: pd.DataFrame, value: str = "tpm_unstranded") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Cases × genes of ``value`` from STAR-counts files (columns ``case_id``, ``sample_id``, ``path``).
-
-    Returns the matrix, the gene table (id, name, type) and the files set aside.
-    """
-    matrices, genes, set_aside = rna_matrices(files, (value,))
-    log.info("RNA: %d cases × %d genes (%d files set aside)", *matrices[value].shape, len(set_aside))
-    return matrices[value], genes, set_aside
-
-
 def _write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
     from .io import atomic_path
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from healnet.attention_maps import (ALPHA, CMAP, GAP, HEADER, Attention, assign_slides, attention_report,
-                                    gene_ranking, heat_grid, pick_cases, read_attention, render_heatmap,
-                                    write_attention)
+from healnet.attention_io import Attention, read_attention, write_attention
+from healnet.attention_maps import (ALPHA, CMAP, GAP, HEADER, assign_slides, attention_report, gene_ranking,
+                                    heat_grid, pick_cases, render_heatmap)
 from preprocessing.demo import write_svs
 from preprocessing.tiling import write_coords
 
@@ -43,14 +43,14 @@ def test_npz_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["attention.npz"]
     with pytest.raises(ValueError, match="attention values"):
         write_attention(tmp_path / "bad.npz", case_ids=["A"], wsi={"A": [1.0]}, coords={"A": [[0, 0], [1, 1]]})
-    np.savez(tmp_path / "bad2.npz", case_ids=np.array(["A"]), **{"genes/rna": np.array(["g1"]),
-                                                                 "omics/rna/A": np.ones(2, np.float32)})
+    np.savez(tmp_path / "bad2.npz", case_ids=np.array(["A"]), **{"rna_features": np.array(["g1"]),
+                                                                 "rna_attention/A": np.ones(2, np.float32)})
     with pytest.raises(ValueError, match="2 values for 1 genes"):
         read_attention(tmp_path / "bad2.npz")
 
 
 def test_reads_what_training_writes(tmp_path):
-    """The keys and container healnet.train writes (savez_compressed, a JSON note, no slide ids)."""
+    """The keys and container training writes (savez_compressed, a JSON note, no slide ids)."""
     import json
 
     path = tmp_path / "attention.npz"

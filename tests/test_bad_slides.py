@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import tifffile
 
+from healnet.qc import slides_table
 from preprocessing import demo
-from preprocessing.features import extract_features, read_features
-from preprocessing.qc import slides_table
+from preprocessing.feature_store import read_features
+from preprocessing.features import extract_features
 from preprocessing.slides import SlideError, open_slide, slide_mpp
 from preprocessing.tiling import read_coords, tile_slide
 from preprocessing.tissue import read_tissue, segment_slide

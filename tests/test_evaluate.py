@@ -14,8 +14,9 @@ from sksurv.compare import compare_survival
 from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, integrated_brier_score
 from sksurv.util import Surv
 
-from healnet.evaluate import (evaluate_cohort, kaplan_meier_plot, load_cohort, metrics_table, missing_table,
-                              model_fold, risk_groups, summary_table)
+from healnet.data import open_cohort
+from healnet.evaluate import (evaluate_cohort, kaplan_meier_plot, metrics_table, missing_table, model_fold,
+                              risk_groups, summary_table)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EDGES = [0.0, 300.0, 700.0, 1500.0, float("inf")]
@@ -89,7 +90,7 @@ def test_metrics_table_against_sksurv(tmp_path):
         y_train = Surv.from_arrays(event=train["event"].astype(bool), time=train["time"])
         y_test = Surv.from_arrays(event=p["event"].astype(bool), time=p["time"])
         assert row.harrell == pytest.approx(concordance_index_censored(p["event"].astype(bool), p["time"], p["risk"])[0])
-        assert row.c_index == row.harrell
+        assert not hasattr(row, "c_index")  # one name for Harrell's: harrell
         tau = np.quantile(train["time"], 0.8)  # Uno: truncated at the 80th percentile of training follow-up
         assert row.uno == pytest.approx(concordance_index_ipcw(y_train, y_test, p["risk"].to_numpy(), tau=tau)[0])
         assert row.n_test == len(p) and row.events == p["event"].sum() and row.best_epoch == row.fold
@@ -129,7 +130,7 @@ def test_summary_table():
             assert summary.loc[model, f"{m}_std"] == pytest.approx(np.std(group[m], ddof=1))
         assert summary.loc[model, "n_folds"] == len(group)
     assert summary.loc["a", "ibs_mean"] == pytest.approx(np.mean([0.2, 0.25, 0.22])) and summary.loc["a", "ibs_folds"] == 3
-    assert summary.loc["a", "c_index_mean"] == summary.loc["a", "harrell_mean"]
+    assert not [c for c in summary.columns if c.startswith("c_index")]  # Harrell's is ``harrell``: no second name
     assert summary.loc["a", "logrank_p"] == 0.01 and math.isnan(summary.loc["b", "logrank_p"])
     assert (summary["oracle_c_index"] == 0.9).all()
     assert "oracle_c_index" not in summary_table(metrics).columns
@@ -285,7 +286,7 @@ def test_evaluate_cohort_writes_all_tables(tmp_path):
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 
-def test_load_cohort_from_pipeline_outputs(processed, demo_cohort, demo_files, demo_truth, tmp_path):
+def test_open_cohort_from_pipeline_outputs(processed, demo_cohort, demo_files, demo_truth, tmp_path):
     from preprocessing.clinical import write_survival_table
     from preprocessing.inventory import rna_files_of
     from preprocessing.omics import write_rna_tables
@@ -299,14 +300,14 @@ def test_load_cohort_from_pipeline_outputs(processed, demo_cohort, demo_files, d
     table.loc[0, ["status", "reason"]] = ["excluded", "no survival time"]
     table.to_parquet(clinical, index=False)
     stores = sorted(map(str, processed["features"].glob("*.zarr")))
-    cohort = load_cohort(clinical, stores, {"rna": rna})
+    cohort = open_cohort(clinical, stores, {"rna": rna})
     truth = demo_truth.set_index("case_submitter_id")
     has_modality = truth[((truth["n_slides"] > truth["n_blank_slides"]) | (truth["has_rna"] == 1))].index
     assert set(cohort.case_ids) == set(has_modality) - {dropped}
     assert list(cohort.survival.columns) == ["time", "event"]
     np.testing.assert_array_equal(cohort.survival["time"], truth.loc[cohort.case_ids, "time"])
     assert set(cohort.omics["rna"].index) == set(truth[truth["has_rna"] == 1].index)
-    rna_only = load_cohort(clinical, [], {"rna": rna})
+    rna_only = open_cohort(clinical, [], {"rna": rna})
     assert set(rna_only.case_ids) == set(truth[truth["has_rna"] == 1].index) - {dropped}
 
 
@@ -394,26 +395,36 @@ def test_models_are_compared_on_the_same_cases(tmp_path, caplog):
 
 def test_config_schema_has_the_evaluate_settings():
     """`evaluate:` reference_model, bootstrap and bootstrap_seed (read by workflow/rules/evaluate.smk)
-    are allowed by the config schema, which fills in the same defaults as the rule file."""
-    import ast
-    import re
+    are allowed by the config schema, whose defaults (the only ones: the rule file reads config) are
+    the keyword defaults of healnet.evaluate.evaluate_cohort and healnet.faithfulness."""
+    import inspect
     from pathlib import Path
 
     import yaml
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    from healnet import faithfulness
+    from healnet.evaluate import evaluate_cohort
+    from preprocessing.settings import schema_defaults
+
     repo = Path(__file__).resolve().parents[1]
     schema = str(repo / "workflow" / "schemas" / "config.schema.yaml")
-    rules = (repo / "workflow" / "rules" / "evaluate.smk").read_text()
+    assert "EVALUATE" not in (repo / "workflow" / "rules" / "evaluate.smk").read_text()  # no second copy
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     config["evaluate"] = {"reference_model": "coxnet", "bootstrap": 200, "bootstrap_seed": 7}
     validate(config, schema)
     config["evaluate"] = {}
     validate(config, schema)  # fills in the defaults
-    literal = re.search(r"^EVALUATE = (\{.*?),\s*\*\*\(config", rules, re.S | re.M).group(1) + "}"
-    assert config["evaluate"] == ast.literal_eval(literal)  # every rule default, and only those
+    assert config["evaluate"] == schema_defaults()["evaluate"]
     assert set(config["evaluate"]) >= {"reference_model", "bootstrap", "bootstrap_seed"}
+    defaults = config["evaluate"]
+    kw = {k: p.default for k, p in inspect.signature(evaluate_cohort).parameters.items()}
+    assert (defaults["reference_model"], defaults["bootstrap"], defaults["bootstrap_seed"]) == (
+        kw["reference"], kw["n_boot"], kw["seed"])
+    kw = {k: p.default for k, p in inspect.signature(faithfulness.faithfulness_report).parameters.items()}
+    assert (defaults["faithfulness_cases"], tuple(defaults["deletion_fractions"]), defaults["deletion_repeats"],
+            defaults["ig_steps"]) == (kw["max_cases"], tuple(kw["fractions"]), kw["n_random"], kw["ig_steps"])
     for bad in ({"bootstrap": 0}, {"bootstrap_seed": "x"}, {"bootstrap_replicates": 10}):
         config["evaluate"] = bad
         with pytest.raises(WorkflowError):

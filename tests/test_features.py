@@ -17,7 +17,8 @@ import torch
 import zarr
 
 from preprocessing.encoders import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, build_encoder
-from preprocessing.features import extract_features, read_features
+from preprocessing.feature_store import read_features
+from preprocessing.features import extract_features
 from preprocessing.slides import SlideError
 from preprocessing.tiling import read_coords
 
@@ -175,6 +176,27 @@ def test_rerun_gives_identical_bytes(processed, tissue_slide, tmp_path):
                                rtol=1e-2, atol=1e-3)
 
 
+def test_case_id_is_stored_and_groups_the_slide(processed, tissue_slide, tmp_path):
+    """A store written with ``case_id`` names its case and the bag loader groups the slide under
+    it; a store written without one has no such attribute and is grouped by the TCGA file-name rule."""
+    from healnet.data import case_of_slide, open_bags
+    from preprocessing.feature_store import read_attrs
+
+    first = processed["features"] / f"{tissue_slide}.zarr"
+    out = tmp_path / "slide-x.zarr"
+    meta = extract_features(processed["slide_paths"][tissue_slide], processed["patches"] / f"{tissue_slide}.h5", out,
+                            batch_size=16, case_id="PATIENT-A")  # as in the fixture, plus the case
+    assert meta["case_id"] == "PATIENT-A" and read_attrs(out)["case_id"] == "PATIENT-A"
+    assert "case_id" not in read_attrs(first)
+    rest = {k: v for k, v in _files(out).items() if k != "zarr.json"}  # only the attributes differ
+    assert rest == {k: v for k, v in _files(first).items() if k != "zarr.json"}
+    bags, positions, dim = open_bags([out])
+    assert list(bags) == list(positions) == ["PATIENT-A"] and dim == 512
+    np.testing.assert_array_equal(bags["PATIENT-A"].read(), read_features(first)[0].astype(np.float32))
+    bags, _, _ = open_bags([first])
+    assert list(bags) == [case_of_slide(tissue_slide)]
+
+
 def test_worker_processes_give_the_same_features(processed, tissue_slide, tmp_path):
     out = tmp_path / "workers.zarr"
     extract_features(processed["slide_paths"][tissue_slide], processed["patches"] / f"{tissue_slide}.h5", out,
@@ -256,7 +278,7 @@ def test_partial_store_of_other_settings_is_not_resumed(processed, tissue_slide,
 
 @pytest.mark.parametrize("layout", ["clam", "trident"])
 def test_feature_h5_files_of_clam_and_trident(tmp_path, layout):
-    from preprocessing.features import read_feature_h5
+    from preprocessing.feature_store import read_feature_h5
 
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(5, 1024)).astype(np.float32)
@@ -279,7 +301,7 @@ def test_feature_h5_files_of_clam_and_trident(tmp_path, layout):
 
 
 def test_feature_h5_that_does_not_match_is_refused(tmp_path):
-    from preprocessing.features import read_feature_h5
+    from preprocessing.feature_store import read_feature_h5
 
     path = tmp_path / "bad.h5"
     with h5py.File(path, "w") as f:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from preprocessing.demo import write_svs
-from preprocessing.features import partial_path, read_features
+from preprocessing.feature_store import read_features
+from preprocessing.features import partial_path
 from preprocessing.tiling import write_coords
 
 ROOT = Path(__file__).resolve().parents[1]

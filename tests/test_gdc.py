@@ -466,8 +466,8 @@ def test_pilot_takes_the_first_cases(tmp_path):
 def test_present_files_are_hashed_once_and_progress_is_logged(tmp_path, monkeypatch, caplog):
     files = _files(2, seed=26, size=300_000)
     hashed = []
-    real = gdc._md5_of
-    monkeypatch.setattr(gdc, "_md5_of", lambda p: hashed.append(Path(p).name) or real(p))
+    real = gdc.file_md5
+    monkeypatch.setattr(gdc, "file_md5", lambda p: hashed.append(Path(p).name) or real(p))
     f = files[0]
     args = (f["file_id"], f["file_name"], f["md5sum"], f["file_size"], tmp_path)
     caplog.set_level(logging.INFO, logger="preprocessing.gdc")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from preprocessing.omics import (CNV_COLUMNS, NON_SILENT, STAR_COLUMNS, choose_aliquots, cnv_matrix, maf_files_of,
-                                 mutation_matrix, read_gene_level_cnv, read_maf, read_star_counts, rna_matrix,
+                                 mutation_matrix, read_gene_level_cnv, read_maf, read_star_counts, rna_matrices,
                                  sample_type_code, tumour_sample, with_tumour_samples, write_cnv_tables,
                                  write_mutation_tables, write_rna_tables)
 
@@ -81,21 +81,22 @@ def test_choose_aliquots_prefers_primary_tumour_and_drops_normals():
     assert "another aliquot" in reasons["f1"] and "another aliquot" in reasons["f6"]
 
 
-def test_rna_matrix_from_hand_built_files(tmp_path):
+def test_rna_matrices_from_hand_built_files(tmp_path):
     p1 = _star(tmp_path / "1.tsv", [(g, n, t + 1) for g, n, t in GENES])
     p2 = _star(tmp_path / "2.tsv", [(g, n, t * 2) for g, n, t in GENES])
     p3 = _star(tmp_path / "3.tsv", [(g, n, 999.0) for g, n, t in GENES])  # a normal sample
     files = _files([["TCGA-BB-0002", "TCGA-BB-0002-01A", "a", str(p2)],
                     ["TCGA-BB-0001", "TCGA-BB-0001-01A", "b", str(p1)],
                     ["TCGA-BB-0001", "TCGA-BB-0001-11A", "c", str(p3)]])
-    matrix, genes, aside = rna_matrix(files)
+    matrices, genes, aside = rna_matrices(files, ("tpm_unstranded",))
+    matrix = matrices["tpm_unstranded"]
     assert list(matrix.index) == ["TCGA-BB-0001", "TCGA-BB-0002"]
     assert list(matrix.columns) == ["ENSG00000000003", "ENSG00000000005", "ENSG00000182378"]
     np.testing.assert_array_equal(matrix.loc["TCGA-BB-0001"], [13.5, 1.0, 4.25])
     np.testing.assert_array_equal(matrix.loc["TCGA-BB-0002"], [25.0, 0.0, 6.5])
     assert list(genes["gene_id"]) == list(matrix.columns) and list(genes["gene_name"]) == ["TSPAN6", "TNMD", "PLCXD1"]
     assert list(aside["file_id"]) == ["c"]
-    counts, _, _ = rna_matrix(files, value="unstranded")
+    counts = rna_matrices(files, ("unstranded",))[0]["unstranded"]
     np.testing.assert_array_equal(counts.loc["TCGA-BB-0002"], [10, 11, 12])
 
 

@@ -1,4 +1,4 @@
-"""preprocessing.qc: every inventory slide and every case gets exactly one row saying what happened."""
+"""healnet.qc: every inventory slide and every case gets exactly one row saying what happened."""
 from __future__ import annotations
 
 import shutil
@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from healnet.qc import cases_table, slides_table, write_qc_tables
 from healnet.splits import make_splits, write_splits
 from preprocessing.clinical import survival_table
 from preprocessing.features import extract_features
 from preprocessing.inventory import SLIDE_TYPE
-from preprocessing.qc import cases_table, slides_table, write_qc_tables
 from preprocessing.tiling import read_coords, tile_slide
 from preprocessing.tissue import read_tissue, segment_slide
 

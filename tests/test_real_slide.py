@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from preprocessing.features import extract_features, read_features
+from preprocessing.feature_store import read_features
+from preprocessing.features import extract_features
 from preprocessing.slides import open_slide, slide_info
 from preprocessing.tiling import read_coords, tile_slide
 from preprocessing.tissue import polygons_to_mask, read_tissue, segment_slide

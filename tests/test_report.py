@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 from sksurv.metrics import concordance_index_censored
 
-from healnet.attention_maps import attention_report, write_attention
+from healnet.attention_io import write_attention
+from healnet.attention_maps import attention_report
 from healnet.evaluate import evaluate_cohort
 from preprocessing.demo import write_svs
 from preprocessing.tiling import write_coords

@@ -10,7 +10,8 @@ import zarr
 
 from preprocessing import stain
 from preprocessing.demo import render_slide
-from preprocessing.features import SlidePatches, extract_features, read_features
+from preprocessing.feature_store import read_features
+from preprocessing.features import SlidePatches, extract_features
 from preprocessing.tiling import write_coords
 
 SIDE, PATCH, MPP = (2220, 2967), 256, 0.499

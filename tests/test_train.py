@@ -11,10 +11,11 @@ import pytest
 import torch
 from sksurv.metrics import concordance_index_censored
 
-from healnet.data import Cohort, OmicTransform, case_of_slide, load_bags
+from healnet.data import Cohort, OmicTransform, case_of_slide
+from healnet.folds import collate, prepare_fold
 from healnet.model import HEALNet
 from healnet.survival import fit_bins, survival_from_logits
-from healnet.train import TrainConfig, collate, evaluate_loss, prepare_fold, train_fold
+from healnet.train import TrainConfig, evaluate_loss, train_fold
 
 N_CASES, DIM, N_GENES, N_SIGNAL_GENES = 120, 16, 40, 8
 
@@ -367,7 +368,7 @@ def test_curve_scenarios_remove_nested_shares_and_never_everything():
     """round(f n) cases lose the removed modality; the cases of a smaller fraction are among those of
     a larger one; a pair takes one of its two modalities from each chosen case (none loses both);
     a model of one modality has no curve."""
-    from healnet.train import curve_scenarios
+    from healnet.missing import curve_scenarios
 
     ids, modalities = [f"c{i}" for i in range(40)], ("wsi", "rna", "cnv")
     scenarios = curve_scenarios(ids, modalities, (0.1, 0.5, 0.9), seed=3)
@@ -507,11 +508,16 @@ def test_case_of_slide():
     assert case_of_slide("TCGA-A2-VD3L-01Z-00-DX1.03E0A813-BDC2-4E99-A3D2-E49085EF3430.zarr") == "TCGA-A2-VD3L"
 
 
-def test_load_bags_concatenates_a_cases_slides(processed, demo_truth):
-    from preprocessing.features import read_features
+def test_open_bags_concatenates_a_cases_slides(processed, demo_truth):
+    """The lazy bag loader gives, per case, its slides' rows (as float32) and positions in store order."""
+    from healnet.data import LazyBag, open_bags
+    from preprocessing.feature_store import read_features
 
     stores = sorted(processed["features"].glob("*.zarr"))
-    bags, positions, dim = load_bags(stores)
+    lazy, positions, dim = open_bags(stores)
+    assert all(isinstance(bag, LazyBag) for bag in lazy.values())
+    bags = {c: bag.read() for c, bag in lazy.items()}
+    assert all(lazy[c].shape == bags[c].shape for c in lazy)
     assert dim == 512
     expected: dict[str, list] = {}
     for s in stores:
@@ -763,20 +769,6 @@ def test_baselines_run_with_gene_tokens_and_missing_modalities(tmp_path):
                                                          omic_tokens="genes", device="cpu"), tmp_path)
         assert metrics["n_test"] == len(split["test"])
         assert np.isfinite(pd.read_csv(tmp_path / "predictions.tsv", sep="\t")["risk"]).all()
-
-
-def test_open_bags_matches_load_bags(processed):
-    """The lazy reader gives the eager reader's bags and positions for the pipeline's own stores."""
-    from healnet.data import LazyBag, open_bags
-
-    stores = sorted(processed["features"].glob("*.zarr"))
-    eager, eager_pos, dim = load_bags(stores)
-    lazy, lazy_pos, lazy_dim = open_bags(stores)
-    assert lazy_dim == dim and set(lazy) == set(eager)
-    for c, bag in lazy.items():
-        assert isinstance(bag, LazyBag) and bag.shape == eager[c].shape
-        np.testing.assert_array_equal(bag.read(), eager[c])
-        np.testing.assert_array_equal(lazy_pos[c], eager_pos[c])
 
 
 def test_device_and_mixed_precision_choice():

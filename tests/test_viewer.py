@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from healnet.attention_maps import write_attention
+from healnet.attention_io import write_attention
 from healnet.cli import main
 from healnet.viewer import OPENSEADRAGON
 from preprocessing.demo import write_svs

@@ -15,22 +15,25 @@ from snakemake.io import checkpoint_target
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from preprocessing.gdc import (DEFAULT_CNV_WORKFLOWS, DEFAULT_SLIDE_CODES, download_plan, free_bytes, plan_summary,
-                               space_needed, token_source)
+from preprocessing.gdc import download_plan, free_bytes, plan_summary, space_needed, token_source
 from preprocessing.inventory import read_inventory, rna_files_of, slides_of
 from preprocessing.tabular import porpoise_modalities
 
-validate(config, "../schemas/config.schema.yaml")
+# Defaults live in the schemas only: validating fills in every key left out (set_default), the
+# optional sections gdc:, evaluate: and viewer: included (a `gdc:` left empty in YAML is null: dropped first).
+if config.get("gdc", {}) is None:
+    del config["gdc"]
+validate(config, "../schemas/config.schema.yaml", set_default=True)
 # absolute, because GDC cohorts validate their sample sheet later, from an input function
 SCHEMAS = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent / "schemas"
+# the order of a GDC cohort's `gdc:` settings, as before (they are a param of its gdc_file jobs)
+GDC_KEYS = list(yaml.safe_load((SCHEMAS / "cohort.schema.yaml").read_text())["then"]["properties"]["gdc"]["properties"])
 
 RESULTS = config["results"]
 ENCODER = config["features"]["encoder"]
-GDC_DEFAULTS = {"base_url": "https://api.gdc.cancer.gov", "page_size": 500, "workers": 4, "retries": 5,
-                "backoff_s": 2.0, "timeout_s": 120.0, "verify_present_md5": True, "access": ["open"],
-                "token_file": None, "space_margin": 0.1, "progress_s": 30.0}
-# config `gdc:` (all GDC cohorts): where files go, downloads at once, the token file
-GDC = {"data_root": "data/gdc", "connections": 4, "token_file": None, **(config.get("gdc") or {})}
+GDC = config["gdc"]  # all GDC cohorts: where files go, downloads at once, the token file
+# the omics modalities that GDC files give, one rule each (omics.smk); rule train reads their matrices
+OMICS_RULES = ("rna", "cnv", "mutations")
 
 
 def _load_cohorts():
@@ -55,18 +58,14 @@ def _load_cohorts():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise WorkflowError(f"{source}: cohort name {name!r} must be letters, digits, '_', '.', '-'")
         try:
-            validate(c, str(SCHEMAS / "cohort.schema.yaml"))
+            validate(c, str(SCHEMAS / "cohort.schema.yaml"), set_default=True)  # fills in source, gdc, kinds...
         except WorkflowError as e:
             raise WorkflowError(f"{source}: invalid cohort {name!r}: {e}") from None
-        c.setdefault("source", "local")
         if c["source"] == "gdc":
             meta = f"{RESULTS}/{name}/gdc"
-            c["gdc"] = {**GDC_DEFAULTS, **(c.get("gdc") or {})}
+            c["gdc"] = {k: c["gdc"][k] for k in GDC_KEYS}
             c["gdc"]["token_file"] = c["gdc"]["token_file"] or GDC["token_file"]
-            c.setdefault("kinds", ["slides", "rna"])
-            c.setdefault("cnv_workflows", list(DEFAULT_CNV_WORKFLOWS))
-            c.setdefault("slide_sample_codes", list(DEFAULT_SLIDE_CODES))
-            c["given_manifest"] = c.get("manifest")
+            c["given_manifest"] = c["manifest"]
             c.update(query_sheet=f"{meta}/gdc_sample_sheet.tsv", sample_sheet=f"{meta}/sample_sheet.tsv",
                      manifest=f"{meta}/gdc_manifest.txt", clinical=f"{meta}/clinical.tsv",
                      downloaded=f"{meta}/download.tsv", records=f"{meta}/records")
@@ -232,6 +231,25 @@ def cohort_config(wildcards):
     return COHORT_CONFIG[wildcards.cohort]
 
 
+def cohort_key(key, default=None):
+    """Input / params function: the job's cohort's setting ``key`` ("gdc.page_size": nested), or
+    ``default`` where it has none or null (e.g. [] for an optional input file). The defaults of the
+    settings themselves are in workflow/schemas/cohort.schema.yaml."""
+    def value(wildcards):
+        found = COHORT_CONFIG[wildcards.cohort]
+        for part in key.split("."):
+            found = found.get(part)
+            if found is None:
+                return default
+        return found
+    return value
+
+
+def defined(rule_name):
+    """Whether the workflow defines rule ``rule_name`` (Snakemake's public Workflow.is_rule)."""
+    return workflow.is_rule(rule_name)
+
+
 def slide_path(wildcards):
     """The slide's file; of a GDC cohort once its `gdc_file` job fetched it (an error if it could not)."""
     row = _slide(wildcards.cohort, wildcards.slide)
@@ -250,12 +268,12 @@ def slide_mpp_override(wildcards):
     slide = _slide(wildcards.cohort, wildcards.slide)
     if "mpp" in slide and str(slide["mpp"]).strip() not in ("", "nan", "None"):
         return float(slide["mpp"])
-    return cohort_config(wildcards).get("mpp_fallback")
+    return cohort_key("mpp_fallback")(wildcards)
 
 
 def external_coords(wildcards):
     """An existing CLAM or TRIDENT coordinate file for the slide (config tiling.coords_from)."""
-    pattern = config["tiling"].get("coords_pattern", "{slide}.h5")
+    pattern = config["tiling"]["coords_pattern"]
     return os.path.join(config["tiling"]["coords_from"], pattern.format(slide=wildcards.slide))
 
 
@@ -265,6 +283,16 @@ def rna_paths(wildcards):
 
 def cohort_slides(wildcards):
     return list(slides(wildcards.cohort).index)
+
+
+def slide_paths(wildcards):
+    """Input function: the files of the cohort's slides (of a GDC cohort: once its download checkpoint ran)."""
+    return [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)]
+
+
+def output_dir(pattern):
+    """Params function: the folder of a per-slide output ``pattern`` for the job's cohort."""
+    return lambda wildcards: os.path.dirname(pattern).format(cohort=wildcards.cohort, encoder=ENCODER)
 
 
 def per_slide(pattern):
@@ -279,7 +307,7 @@ def per_slide(pattern):
 
 def all_folds():
     """Every fold index: splits.n_repeats repeats of splits.n_folds folds, k = repeat * n_folds + fold."""
-    return range(config["splits"]["n_folds"] * config["splits"].get("n_repeats", 1))
+    return range(config["splits"]["n_folds"] * config["splits"]["n_repeats"])
 
 
 def fold_outputs(pattern):

@@ -18,19 +18,16 @@ checkpoint gdc_manifest:
     message:
         "Querying the GDC for {params.project} ({params.kinds}) of cohort {wildcards.cohort}"
     params:
-        project=lambda wildcards: cohort_config(wildcards)["project"],
-        kinds=lambda wildcards: cohort_config(wildcards)["kinds"],
-        max_cases=lambda wildcards: cohort_config(wildcards).get("max_cases"),
-        only_manifest=lambda wildcards: cohort_config(wildcards).get("given_manifest"),
-        base_url=lambda wildcards: cohort_config(wildcards)["gdc"]["base_url"],
-        page_size=lambda wildcards: cohort_config(wildcards)["gdc"]["page_size"],
-        access=lambda wildcards: cohort_config(wildcards)["gdc"]["access"],
-        cnv_workflows=lambda wildcards: cohort_config(wildcards)["cnv_workflows"],
-        slide_codes=lambda wildcards: cohort_config(wildcards)["slide_sample_codes"],
+        project=cohort_key("project"),
+        kinds=cohort_key("kinds"),
+        max_cases=cohort_key("max_cases"),
+        only_manifest=cohort_key("given_manifest"),
+        base_url=cohort_key("gdc.base_url"),
+        page_size=cohort_key("gdc.page_size"),
+        access=cohort_key("gdc.access"),
+        cnv_workflows=cohort_key("cnv_workflows"),
+        slide_codes=cohort_key("slide_sample_codes"),
     localrule: True
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -48,12 +45,9 @@ rule gdc_plan:
     message:
         "Planning the download of cohort {wildcards.cohort} to {params.data_dir} (files, bytes, free space)"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
-        margin=lambda wildcards: cohort_config(wildcards)["gdc"]["space_margin"],
+        data_dir=cohort_key("data_dir"),
+        margin=cohort_key("gdc.space_margin"),
     localrule: True
-    resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -82,13 +76,11 @@ checkpoint gdc_file:
         file_id=UUID_RE,
     params:
         file=gdc_file_info,
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
-        gdc=lambda wildcards: cohort_config(wildcards)["gdc"],
+        data_dir=cohort_key("data_dir"),
+        gdc=cohort_key("gdc"),
         progress=lambda wildcards: f"{RESULTS}/{wildcards.cohort}/gdc/progress.tsv",
     resources:
-        gdc_connections=1,
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 6 * 60 * attempt,
+        gdc_connections=1,  # a concurrency bound (config gdc.connections), not a size: stays with the rule
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -107,9 +99,6 @@ checkpoint download:
     message:
         "Recording what became of every file of cohort {wildcards.cohort}"
     localrule: True
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -1,13 +1,9 @@
 # Cross-validation summary (rule evaluate) and attention maps (rule attention_maps); the report
 # (`snakemake --report`) shows their outputs with the captions in workflow/report/.
-# Optional config block `evaluate:` (defaults below): attention_model, attention_cases, heatmap_px,
-# reference_model (the model the others are compared with, paired), bootstrap (replicates), bootstrap_seed;
-# attention faithfulness (rule faithfulness): faithfulness_models, faithfulness_cases, deletion_fractions,
-# deletion_repeats, ig_steps.
-EVALUATE = {"attention_model": "healnet", "attention_cases": 4, "heatmap_px": 1024, "reference_model": "healnet",
-            "bootstrap": 1000, "bootstrap_seed": 0, "faithfulness_models": ["healnet"], "faithfulness_cases": 16,
-            "deletion_fractions": [0.05, 0.1, 0.2, 0.3, 0.5], "deletion_repeats": 3, "ig_steps": 16,
-            **(config.get("evaluate") or {})}
+# Config block `evaluate:` (defaults in workflow/schemas/config.schema.yaml): attention_model, attention_cases,
+# heatmap_px, reference_model (the model the others are compared with, paired), bootstrap (replicates),
+# bootstrap_seed; attention faithfulness (rule faithfulness): faithfulness_models, faithfulness_cases,
+# deletion_fractions, deletion_repeats, ig_steps.
 
 
 def train_fold_outputs(name):
@@ -20,14 +16,15 @@ def train_fold_outputs(name):
 def attention_fold_outputs(name):
     """Output ``name`` of rule train for the attention model's folds."""
     pattern = getattr(rules.train.output, name)
-    return lambda wildcards: expand(pattern, cohort=wildcards.cohort, model=EVALUATE["attention_model"],
-                                    fold=all_folds())
+    model = config["evaluate"]["attention_model"]
+    return lambda wildcards: expand(pattern, cohort=wildcards.cohort, model=model, fold=all_folds())
 
 
 def attention_targets():
     """attention_maps (and faithfulness) outputs of every cohort, for `rule all`; none unless the
     attention model is among train.models and rule train writes attention.npz."""
-    if EVALUATE["attention_model"] not in config["train"]["models"] or not hasattr(rules.train.output, "attention"):
+    trained = config["evaluate"]["attention_model"] in config["train"]["models"]
+    if not trained or not hasattr(rules.train.output, "attention"):
         return []
     faithfulness = [f"{RESULTS}/{{cohort}}/attention/faithfulness.tsv"] if faithfulness_models() else []
     return expand([f"{RESULTS}/{{cohort}}/attention/genes.tsv", *faithfulness], cohort=COHORTS)
@@ -35,7 +32,7 @@ def attention_targets():
 
 def faithfulness_models():
     """The models of evaluate.faithfulness_models that are trained (train.models)."""
-    return [m for m in EVALUATE["faithfulness_models"] if m in config["train"]["models"]]
+    return [m for m in config["evaluate"]["faithfulness_models"] if m in config["train"]["models"]]
 
 
 def planted_truth(name):
@@ -43,7 +40,7 @@ def planted_truth(name):
     tumour texture is; truth_genes.tsv: the planted genes), which preprocessing/demo.py writes beside
     the cohort's oracle.json; none for any other cohort."""
     def files(wildcards):
-        oracle = cohort_config(wildcards).get("oracle")
+        oracle = cohort_key("oracle")(wildcards)
         path = os.path.join(os.path.dirname(oracle), name) if oracle else None
         return [path] if path and os.path.exists(path) else []
     return files
@@ -53,7 +50,7 @@ def gene_names_of(cohort):
     """omics/rna_genes.tsv (gene ids -> names) where the GDC `rna` rule writes it: a cohort with a
     sample sheet and no `rna` omics table; none for a cohort of tables only."""
     c = config["cohorts"][cohort]
-    if "rna" not in rules._rules or not c.get("sample_sheet") or "rna" in omics_tables(cohort):
+    if not defined("rna") or not c.get("sample_sheet") or "rna" in omics_tables(cohort):
         return []
     return expand(rules.rna.output.genes, cohort=cohort)
 
@@ -90,13 +87,10 @@ rule evaluate:
     message:
         "Summarising cross-validation of cohort {wildcards.cohort}"
     params:
-        oracle=lambda wildcards: cohort_config(wildcards).get("oracle"),
-        reference=EVALUATE["reference_model"],
-        n_boot=EVALUATE["bootstrap"],
-        seed=EVALUATE["bootstrap_seed"],
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        oracle=cohort_key("oracle"),
+        reference=config["evaluate"]["reference_model"],
+        n_boot=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["bootstrap_seed"],
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -108,7 +102,7 @@ rule attention_maps:
         attention=attention_fold_outputs("attention"),
         predictions=attention_fold_outputs("predictions"),
         patches=per_slide(rules.tiling.output.h5),
-        slides=lambda wildcards: [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
+        slides=slide_paths,
         genes=lambda wildcards: gene_names_of(wildcards.cohort),
         truth_tumour=planted_truth("truth_tumour.npz"),  # the demo's: outlined on the heatmaps
     output:
@@ -122,13 +116,10 @@ rule attention_maps:
     message:
         "Mapping {params.model} attention of cohort {wildcards.cohort} onto slides and genes"
     params:
-        model=EVALUATE["attention_model"],
-        n_cases=EVALUATE["attention_cases"],
-        heatmap_px=EVALUATE["heatmap_px"],
+        model=config["evaluate"]["attention_model"],
+        n_cases=config["evaluate"]["attention_cases"],
+        heatmap_px=config["evaluate"]["heatmap_px"],
         slide_ids=cohort_slides,
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 20 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -156,9 +147,7 @@ rule faithfulness:
         attention=faithfulness_fold_outputs("attention"),
         features=per_slide(rules.features.output.zarr),
         patches=per_slide(rules.tiling.output.h5),
-        # the slides themselves: of a GDC cohort they exist once its download checkpoint ran, which
-        # params.slide_ids needs as an input (Snakemake's rule for checkpoint-dependent params)
-        slides=lambda wildcards: [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
+        slides=slide_paths,  # of a GDC cohort: after its download checkpoint, which params.slide_ids needs
         clinical=rules.clinical.output.table,
         truth_tumour=planted_truth("truth_tumour.npz"),
         truth_genes=planted_truth("truth_genes.tsv"),
@@ -177,15 +166,12 @@ rule faithfulness:
         models=faithfulness_models(),
         omics=lambda wildcards: sorted(faithfulness_omics(wildcards)),
         slide_ids=cohort_slides,
-        max_cases=EVALUATE["faithfulness_cases"],
-        fractions=EVALUATE["deletion_fractions"],
-        n_random=EVALUATE["deletion_repeats"],
-        ig_steps=EVALUATE["ig_steps"],
+        max_cases=config["evaluate"]["faithfulness_cases"],
+        fractions=config["evaluate"]["deletion_fractions"],
+        n_random=config["evaluate"]["deletion_repeats"],
+        ig_steps=config["evaluate"]["ig_steps"],
         seed=config["seed"],
     threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -201,8 +187,8 @@ rule qc:
         omics=lambda wildcards: list(omics_outputs(wildcards.cohort).values()),
         splits=rules.splits.output.json,
         # none for a cohort of tables only (porpoise_table, or clinical_table + omics_tables): no slides
-        sample_sheet=lambda wildcards: cohort_config(wildcards).get("sample_sheet") or [],
-        manifest=lambda wildcards: cohort_config(wildcards).get("manifest") or [],
+        sample_sheet=cohort_key("sample_sheet", []),
+        manifest=cohort_key("manifest", []),
     output:
         slides=report(f"{RESULTS}/{{cohort}}/qc/slides.tsv", caption="../report/qc.rst", category="QC"),
         cases=report(f"{RESULTS}/{{cohort}}/qc/cases.tsv", caption="../report/qc.rst", category="QC"),
@@ -211,16 +197,12 @@ rule qc:
     message:
         "Accounting for every slide and case of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards).get("data_dir") or "",
-        tissue_dir=lambda wildcards: os.path.dirname(rules.tissue.output.geojson).format(cohort=wildcards.cohort),
-        patches_dir=lambda wildcards: os.path.dirname(rules.tiling.output.h5).format(cohort=wildcards.cohort),
-        features_dir=lambda wildcards: os.path.dirname(rules.features.output.zarr).format(
-            cohort=wildcards.cohort, encoder=ENCODER),
+        data_dir=cohort_key("data_dir", ""),
+        tissue_dir=output_dir(rules.tissue.output.geojson),
+        patches_dir=output_dir(rules.tiling.output.h5),
+        features_dir=output_dir(rules.features.output.zarr),
         omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
-        modalities=config["train"].get("modalities", ["wsi", "rna"]),
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
+        modalities=config["train"]["modalities"],
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -2,15 +2,14 @@
 # target they are normalised to (rule stain_target, once per cohort). The stain settings are
 # params of rule features only when normalisation is on, so that a run without it keeps its
 # params, and its finished stores, exactly as before the option existed.
-STAIN = {"stain_norm": None, "stain_target": "cohort", "stain_target_patches": 64, **config["features"]}
+STAIN = config["features"]  # its defaults: workflow/schemas/config.schema.yaml
 STAIN_PARAMS = {} if STAIN["stain_norm"] is None else {
     "stain": {k: STAIN[k] for k in ("stain_norm", "stain_target", "stain_target_patches")}}
 
 
 rule stain_target:
     input:
-        slides=lambda wildcards: [] if STAIN["stain_target"] != "cohort" else
-            [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)],
+        slides=lambda wildcards: [] if STAIN["stain_target"] != "cohort" else slide_paths(wildcards),
         patches=lambda wildcards: [] if STAIN["stain_target"] != "cohort" else
             per_slide(rules.tiling.output.h5)(wildcards),
         reference=lambda wildcards: [] if STAIN["stain_target"] == "cohort" else STAIN["stain_target"],
@@ -26,13 +25,16 @@ rule stain_target:
         source=STAIN["stain_target"],
         n_patches=STAIN["stain_target_patches"],
         seed=config["seed"],
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/stain_target.py"
+
+
+def slide_case_id(wildcards):
+    """The slide's case, from the cohort's inventory: stored in its feature store (attribute
+    case_id), so that training groups the slide under it rather than guessing from the file name."""
+    return str(_slide(wildcards.cohort, wildcards.slide)["case_id"])
 
 
 rule features:
@@ -48,17 +50,13 @@ rule features:
     message:
         "Encoding patches of {wildcards.slide} with {wildcards.encoder}"
     params:
-        weights=config["features"].get("weights"),
-        batch_size=config["features"].get("batch_size", 64),
-        dtype=config["features"].get("dtype", "float16"),
+        weights=config["features"]["weights"],
+        batch_size=config["features"]["batch_size"],
+        dtype=config["features"]["dtype"],
         seed=config["seed"],
+        case_id=slide_case_id,
         **STAIN_PARAMS,
-    threads: 1  # locally two slides encode side by side; profiles/slurm raises it
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
-        # num_workers (DataLoader readers) defaults to 0 on a CPU and cores - 1 (≤ 8) with a GPU;
-        # a profile can set it: set-resources: features: num_workers: 7
+    threads: 1  # locally two slides encode side by side; profiles/slurm raises it (and num_workers)
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -11,8 +11,6 @@ import re
 
 from preprocessing.omics import cnv_files_of, maf_files_of
 
-GDC_OMICS = ("rna", "cnv", "mutations")
-
 
 def omics_tables(cohort):
     """The cohort's `omics_tables` (name -> path), names checked."""
@@ -30,7 +28,7 @@ def omics_outputs(cohort):
     """Every omics/{name}.parquet of a cohort, by modality name: the GDC ones, then the tables."""
     out = {}
     if config["cohorts"][cohort].get("sample_sheet"):
-        out.update({m: f"{RESULTS}/{cohort}/omics/{m}.parquet" for m in GDC_OMICS})
+        out.update({m: f"{RESULTS}/{cohort}/omics/{m}.parquet" for m in OMICS_RULES})
     out.update({n: f"{RESULTS}/{cohort}/omics/{n}.parquet" for n in omics_tables(cohort)})
     return out
 
@@ -61,8 +59,8 @@ def inventory_paths(select):
 rule rna:
     input:
         files=rna_paths,
-        sample_sheet=lambda wildcards: cohort_config(wildcards)["sample_sheet"],
-        manifest=lambda wildcards: cohort_config(wildcards)["manifest"],
+        sample_sheet=cohort_key("sample_sheet"),
+        manifest=cohort_key("manifest"),
     output:
         matrix=f"{RESULTS}/{{cohort}}/omics/rna.parquet",
         counts=f"{RESULTS}/{{cohort}}/omics/rna_counts.parquet",
@@ -75,10 +73,7 @@ rule rna:
     message:
         "Collecting RNA (STAR counts: TPM and raw counts) of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        data_dir=cohort_key("data_dir"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -88,8 +83,8 @@ rule rna:
 rule cnv:
     input:
         files=inventory_paths(cnv_files_of),
-        sample_sheet=lambda wildcards: cohort_config(wildcards)["sample_sheet"],
-        manifest=lambda wildcards: cohort_config(wildcards)["manifest"],
+        sample_sheet=cohort_key("sample_sheet"),
+        manifest=cohort_key("manifest"),
     output:
         matrix=f"{RESULTS}/{{cohort}}/omics/cnv.parquet",
         genes=f"{RESULTS}/{{cohort}}/omics/cnv_genes.tsv",
@@ -102,11 +97,8 @@ rule cnv:
     message:
         "Collecting gene-level copy number of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
-        cnv_workflows=lambda wildcards: cohort_config(wildcards).get("cnv_workflows", DEFAULT_CNV_WORKFLOWS),
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        data_dir=cohort_key("data_dir"),
+        cnv_workflows=cohort_key("cnv_workflows"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -116,8 +108,8 @@ rule cnv:
 rule mutations:
     input:
         files=inventory_paths(maf_files_of),
-        sample_sheet=lambda wildcards: cohort_config(wildcards)["sample_sheet"],
-        manifest=lambda wildcards: cohort_config(wildcards)["manifest"],
+        sample_sheet=cohort_key("sample_sheet"),
+        manifest=cohort_key("manifest"),
     output:
         matrix=f"{RESULTS}/{{cohort}}/omics/mutations.parquet",
         set_aside=f"{RESULTS}/{{cohort}}/omics/mutations_set_aside.tsv",
@@ -128,10 +120,7 @@ rule mutations:
     message:
         "Collecting non-silent somatic mutations (MAF) of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        data_dir=cohort_key("data_dir"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -153,7 +142,7 @@ for _cohort in COHORTS:
                 f"{RESULTS}/{_cohort}/logs/tabular_omics_{_name}.log",
             message:
                 f"Validating omics table {_name} of cohort {_cohort}"
-            resources:
+            resources:  # here, not in the profiles: they cannot name a generated rule
                 mem_mb=lambda wc, attempt: 8000 * attempt,
                 runtime=lambda wc, attempt: 30 * attempt,
             conda:
@@ -178,7 +167,7 @@ for _cohort in COHORTS:
                 f"{RESULTS}/{_cohort}/logs/porpoise.log",
             message:
                 f"Splitting the PORPOISE table of cohort {_cohort} into omics and survival tables"
-            resources:
+            resources:  # here, not in the profiles: they cannot name a generated rule
                 mem_mb=lambda wc, attempt: 8000 * attempt,
                 runtime=lambda wc, attempt: 30 * attempt,
             conda:
@@ -189,10 +178,10 @@ for _cohort in COHORTS:
 
 rule clinical:
     input:
-        clinical=lambda wildcards: cohort_config(wildcards)["clinical"],
-        sample_sheet=lambda wildcards: cohort_config(wildcards)["sample_sheet"],
-        manifest=lambda wildcards: cohort_config(wildcards)["manifest"],
-        cdr=lambda wildcards: cohort_config(wildcards).get("cdr") or [],
+        clinical=cohort_key("clinical"),
+        sample_sheet=cohort_key("sample_sheet"),
+        manifest=cohort_key("manifest"),
+        cdr=cohort_key("cdr", []),
         tables=table_outputs,
     output:
         table=f"{RESULTS}/{{cohort}}/clinical.parquet",
@@ -203,12 +192,9 @@ rule clinical:
     message:
         "Deriving survival ({params.endpoint}) of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards)["data_dir"],
-        endpoint=lambda wildcards: cohort_config(wildcards).get("endpoint", "OS"),
+        data_dir=cohort_key("data_dir"),
+        endpoint=cohort_key("endpoint"),
         table_names=lambda wildcards: list(omics_tables(wildcards.cohort)),
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -217,10 +203,10 @@ rule clinical:
 
 rule tabular_clinical:
     input:
-        clinical_table=lambda wildcards: cohort_config(wildcards)["clinical_table"],
+        clinical_table=cohort_key("clinical_table"),
         omics=lambda wildcards: list(omics_outputs(wildcards.cohort).values()),
-        sample_sheet=lambda wildcards: cohort_config(wildcards).get("sample_sheet") or [],
-        manifest=lambda wildcards: cohort_config(wildcards).get("manifest") or [],
+        sample_sheet=cohort_key("sample_sheet", []),
+        manifest=cohort_key("manifest", []),
     output:
         table=f"{RESULTS}/{{cohort}}/clinical.parquet",
     wildcard_constraints:
@@ -230,12 +216,9 @@ rule tabular_clinical:
     message:
         "Validating the clinical table of cohort {wildcards.cohort}"
     params:
-        data_dir=lambda wildcards: cohort_config(wildcards).get("data_dir", ""),
-        endpoint=lambda wildcards: cohort_config(wildcards).get("endpoint", "OS"),
+        data_dir=cohort_key("data_dir", ""),
+        endpoint=cohort_key("endpoint"),
         omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -253,13 +236,10 @@ rule splits:
         "Making {params.n_repeats} x {params.n_folds} patient-level folds for cohort {wildcards.cohort}"
     params:
         n_folds=config["splits"]["n_folds"],
-        n_repeats=config["splits"].get("n_repeats", 1),
+        n_repeats=config["splits"]["n_repeats"],
         val_fraction=config["splits"]["val_fraction"],
         by_site=config["splits"]["stratify_by_site"],
         seed=config["seed"],
-    resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 5 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:

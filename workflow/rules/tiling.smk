@@ -1,4 +1,4 @@
-if config["tiling"].get("coords_from"):
+if config["tiling"]["coords_from"]:
 
     rule tiling:
         input:
@@ -12,9 +12,6 @@ if config["tiling"].get("coords_from"):
             f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
         message:
             "Taking patch coordinates of {wildcards.slide} from {input.coords}"
-        resources:
-            mem_mb=lambda wc, attempt: 2000 * attempt,
-            runtime=lambda wc, attempt: 10 * attempt,
         conda:
             "../../envs/pipeline.yaml"
         script:
@@ -35,9 +32,6 @@ else:
             "Tiling {wildcards.slide} at {params.tiling[target_mpp]} µm/px"
         params:
             tiling={k: v for k, v in config["tiling"].items() if k not in ("coords_from", "coords_pattern")},
-        resources:
-            mem_mb=lambda wc, attempt: 2000 * attempt,
-            runtime=lambda wc, attempt: 10 * attempt,
         conda:
             "../../envs/pipeline.yaml"
         script:

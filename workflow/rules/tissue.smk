@@ -11,9 +11,6 @@ rule tissue:
     params:
         tissue=config["tissue"],
         mpp_fallback=slide_mpp_override,
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:

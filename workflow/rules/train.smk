@@ -3,15 +3,13 @@
 # train.modalities whose matrix a rule makes (rna; cnv and mutations when omics.smk defines them).
 from healnet.zoo import requested_modalities
 
-OMICS_RULES = ("rna", "cnv", "mutations")
-
 
 def omics_inputs(cohort, models):
     """{modality: matrix} for the omics modalities that ``models`` load and a rule makes: those of config
     train.modalities, or those a model's name lists (healnet-wsi-rna-cnv-mutations; healnet.zoo)."""
     wanted = [m for model in models for m in requested_modalities(model, config["train"]["modalities"])]
     return {m: expand(getattr(rules, m).output.matrix, cohort=cohort)[0]
-            for m in dict.fromkeys(wanted) if m in OMICS_RULES and m in rules._rules}
+            for m in dict.fromkeys(wanted) if m in OMICS_RULES and defined(m)}
 
 
 def train_omics(wildcards):
@@ -43,9 +41,6 @@ rule train:
         seed=config["seed"],
         omics=lambda wildcards: sorted(train_omics(wildcards)),
     threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -9,4 +9,5 @@ with job_log(snakemake.log[0]):
                      encoder=snakemake.wildcards.encoder, weights=snakemake.params.weights,
                      batch_size=snakemake.params.batch_size, num_workers=snakemake.resources.get("num_workers"),
                      dtype=snakemake.params.dtype, seed=snakemake.params.seed,
-                     stain_target=snakemake.input.stain_target[0] if snakemake.input.stain_target else None)
+                     stain_target=snakemake.input.stain_target[0] if snakemake.input.stain_target else None,
+                     case_id=snakemake.params.case_id)

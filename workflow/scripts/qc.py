@@ -1,6 +1,6 @@
 from preprocessing.inventory import read_inventory, slides_of
 from preprocessing.io import job_log
-from preprocessing.qc import write_qc_tables
+from healnet.qc import write_qc_tables
 
 with job_log(snakemake.log[0]):
     slides = None  # a cohort of tables only (no sample sheet) has no slides; its cases are still accounted for

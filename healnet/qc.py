@@ -1,14 +1,22 @@
-"""QC tables that account for every input slide and case: used, skipped (why) or failed (why)."""
+"""QC tables that account for every input slide and case: used, skipped (why) or failed (why).
+
+A report on every stage's outputs (tissue masks, patch coordinates, feature stores through
+:mod:`preprocessing.feature_store`, survival, omics) and on the folds of :mod:`healnet.splits`:
+it sits on the reporting side, so no stage depends on the learner."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pandas as pd
-import zarr
 
-from .tiling import read_coords
-from .tissue import read_tissue
+from preprocessing.feature_store import store_path, store_summary
+from preprocessing.io import atomic_path
+from preprocessing.omics import omics_cases
+from preprocessing.tiling import read_coords
+from preprocessing.tissue import read_tissue
+
+from .splits import read_splits
 
 
 SLIDE_COLUMNS = ["slide_id", "case_id", "file", "status", "reason", "mpp", "width", "height", "tissue_area_mm2",
@@ -40,12 +48,12 @@ def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_di
         if h5.exists():
             coords, attrs = read_coords(h5)
             row.update(status=str(attrs.get("status")), reason=str(attrs.get("reason")), n_patches=len(coords))
-        store = Path(features_dir) / f"{sid}.zarr"
+        store = store_path(features_dir, sid)
         row["features"] = store.exists()
         if row["features"] and row["status"] == "ok":  # a patch that could not be read fails the slide here
-            attrs = zarr.open_group(str(store), mode="r").attrs
-            if attrs.get("status", "ok") != "ok":
-                row.update(status=str(attrs["status"]), reason=str(attrs.get("reason", "")), n_patches=0)
+            summary = store_summary(store)
+            if summary["status"] != "ok":
+                row.update(status=summary["status"], reason=summary["reason"], n_patches=0)
         if row["status"] == "ok" and not row["features"]:
             row.update(status="failed", reason="no feature store")
         rows.append(row)
@@ -107,11 +115,6 @@ def write_qc_tables(slides: pd.DataFrame | None, tissue_dir, patches_dir, featur
     ``omics/{name}.parquet`` (a bare path means RNA); ``modalities`` are those training uses (see
     :func:`cases_table`).
     """
-    from healnet.splits import read_splits
-
-    from .io import atomic_path
-    from .omics import omics_cases
-
     if not isinstance(omics, dict):
         omics = {"rna": omics}
     if slides is None:

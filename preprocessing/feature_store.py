@@ -1,0 +1,131 @@
+"""The on-disk format of a slide's patch features: the one module that knows it.
+
+Our store is a Zarr group ``<features_dir>/<slide_id>.zarr`` with
+
+* ``features``: N × D (float16 by default), one row per patch;
+* ``coords``: N × 2, level-0 px of each patch's top-left corner, in the same order;
+* with stain normalisation, ``stain_status`` (N, uint8) and ``stain_fit`` (N × K float32) per patch;
+* attributes (:func:`read_attrs`): encoder, weights, µm/px, patch size, ``n_patches``, ``status``
+  (``ok`` or ``failed``, with a ``reason``), library versions and, when the writer was given it,
+  ``case_id``: the case the slide belongs to (see :func:`stored_case_id`).
+
+Writing is :func:`preprocessing.features.extract_features`' business (it takes the names from here);
+a store exists under its final name only once complete.  Features extracted elsewhere are read
+from CLAM and TRIDENT feature h5 files (:func:`read_feature_h5`) wherever a store is accepted.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import zarr
+
+STORE_SUFFIX = ".zarr"
+H5_SUFFIXES = (".h5", ".hdf5")
+FEATURES = "features"  # N × D
+COORDS = "coords"  # N × 2, level-0 px
+STAIN_STATUS = "stain_status"  # N, uint8 (stain normalisation only)
+STAIN_FIT = "stain_fit"  # N × K, float32 (stain normalisation only)
+CASE_ID = "case_id"  # attribute: the slide's case, when the writer was given it
+
+
+def store_path(features_dir: str | os.PathLike, slide_id: str) -> Path:
+    """Where the store of ``slide_id`` lives in ``features_dir``."""
+    return Path(features_dir) / f"{slide_id}{STORE_SUFFIX}"
+
+
+def slide_of(path: str | os.PathLike) -> str:
+    """The slide id of a store or feature h5 file: its file name without the suffix."""
+    return os.path.splitext(os.path.basename(str(path)))[0]
+
+
+def is_h5(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a CLAM / TRIDENT feature h5 file rather than our Zarr store."""
+    return os.path.splitext(str(path))[1].lower() in H5_SUFFIXES
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def open_features(path: str | os.PathLike):
+    """The features array of a store, sliceable without reading it: Zarr array or h5py dataset
+    (CLAM-style files may hold it as 1 × N × D)."""
+    path = str(path)
+    if is_h5(path):
+        return h5py.File(path, "r")[FEATURES]
+    return zarr.open_group(path, mode="r")[FEATURES]
+
+
+def open_store(path: str | os.PathLike) -> tuple[int, int, np.ndarray, str | None]:
+    """What a lazy reader needs of one store: (patches N, dimension D, coords N × 2, case_id or None).
+
+    Only shapes, coordinates and attributes of a Zarr store are read; a CLAM / TRIDENT h5 file is
+    small enough to be read once for its shape (its attributes give no case id)."""
+    path = str(path)
+    if is_h5(path):
+        feats, coords, _ = read_feature_h5(path)
+        n, dim = feats.shape
+        return n, dim, coords, None
+    root = zarr.open_group(path, mode="r")
+    n, dim = root[FEATURES].shape
+    return n, dim, root[COORDS][:], stored_case_id(root.attrs)
+
+
+def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Features (N×D), coords (N×2, level-0 px) and attributes of one slide: our Zarr store, or a
+    CLAM / TRIDENT feature h5 file (see :func:`read_feature_h5`)."""
+    if is_h5(path):
+        return read_feature_h5(path)
+    root = zarr.open_group(str(path), mode="r")
+    return root[FEATURES][:], root[COORDS][:], dict(root.attrs)
+
+
+def read_attrs(path: str | os.PathLike) -> dict:
+    """The attributes (metadata) of a Zarr store."""
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def stored_case_id(attrs) -> str | None:
+    """The case a store's attributes name (``case_id``), or None for a store written without it."""
+    value = attrs.get(CASE_ID)
+    return None if value is None else str(value)
+
+
+def store_summary(path: str | os.PathLike) -> dict:
+    """The state of a slide's store, for QC: ``exists``; ``status`` (``ok``, ``failed``, or
+    ``missing`` when there is no store) and ``reason``; ``n_patches`` and ``dim`` (rows and
+    columns of ``features``); ``complete``: the store is there, ``ok``, and has every row its
+    attributes announce."""
+    path = Path(path)
+    if not path.exists():
+        return {"exists": False, "status": "missing", "reason": "no feature store", "n_patches": 0, "dim": 0,
+                "complete": False}
+    root = zarr.open_group(str(path), mode="r")
+    attrs = root.attrs
+    n, dim = root[FEATURES].shape
+    status = str(attrs.get("status", "ok"))
+    return {"exists": True, "status": status, "reason": str(attrs.get("reason", "")), "n_patches": int(n),
+            "dim": int(dim), "complete": status == "ok" and int(attrs.get("n_patches", n)) == n}
+
+
+def read_feature_h5(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Features (N×D), coords (N×2, level-0 px) and attributes of a CLAM or TRIDENT feature file:
+    ``features`` N×D (CLAM, TRIDENT) or 1×N×D, ``coords`` N×2.  Attributes are the file's and its
+    datasets' (coords attributes win), plus ``source``."""
+    with h5py.File(path, "r") as f:
+        if FEATURES not in f or COORDS not in f:
+            raise ValueError(f"{path}: a feature h5 file needs 'features' and 'coords' datasets (has {sorted(f)})")
+        feats, coords = f[FEATURES][:], f[COORDS][:]
+        attrs = {**dict(f.attrs), **dict(f[FEATURES].attrs), **dict(f[COORDS].attrs)}
+    if feats.ndim == 3 and feats.shape[0] == 1:
+        feats = feats[0]
+    coords = coords.reshape(-1, 2).astype(np.int64) if coords.size else np.zeros((0, 2), np.int64)
+    if feats.ndim != 2 or len(feats) != len(coords):
+        raise ValueError(f"{path}: features of shape {feats.shape} do not match {len(coords)} coordinates")
+    attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if isinstance(v, np.generic) else v)
+             for k, v in attrs.items()}
+    attrs.update(source=str(path), n_patches=len(coords), dim=int(feats.shape[1]))
+    return feats, coords, attrs
