@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 import torch
 
+from preprocessing.settings import schema_defaults
+
 from .coxnet import train_coxnet
 from .data import BagView, Cohort, LazyBag
 from .folds import FoldData, collate, prepare_fold
@@ -50,32 +52,37 @@ from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, requ
 log = logging.getLogger(__name__)
 
 
+# The defaults of every training setting, the pipeline's and `healnet cv`'s alike, are written once: as the
+# `default:`s of workflow/schemas/config.schema.yaml (train:), chosen on the four development cohorts.
+_TRAIN = schema_defaults()["train"]
+
+
 @dataclass
 class TrainConfig:
-    modalities: tuple[str, ...] = ("wsi", "rna")
+    modalities: tuple[str, ...] = tuple(_TRAIN["modalities"])
     architecture: str = "healnet"  # see healnet.zoo: healnet, healnet-<modality>, snn, abmil, early-fusion, ...
     # defaults chosen on the four development cohorts (benchmarks/real_omics.py; README "Training protocol")
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3  # peak of the one-cycle schedule
-    weight_decay: float = 0.0  # decoupled (AdamW) weight decay
-    l1: float = 1e-3  # weight of the L1 penalty on weight matrices
-    patience: int = 10  # with early stopping: epochs without a better validation score before stopping
+    epochs: int = _TRAIN["epochs"]
+    batch_size: int = _TRAIN["batch_size"]
+    lr: float = _TRAIN["lr"]  # peak of the one-cycle schedule
+    weight_decay: float = _TRAIN["weight_decay"]  # decoupled (AdamW) weight decay
+    l1: float = _TRAIN["l1"]  # weight of the L1 penalty on weight matrices
+    patience: int = _TRAIN["patience"]  # with early stopping: epochs without a better validation score before stopping
     # "none": train the whole one-cycle schedule, the validation cases joining the training (default: on the
     # development cohorts both early-stopping rules chose too early an epoch); "loss": stop on the data term
     # of the training objective (bin-weighted NLL) on the validation cases; "c_index": on their c-index
-    early_stopping: str = "none"
-    n_bins: int = 4
-    alpha: float = 0.4  # weight of the uncensored term in the survival NLL
-    cox_weight: float = 1.0  # weight of the Cox partial likelihood of the risk score (ranking), added to the NLL
-    max_patches: int | None = 2048  # a larger bag is subsampled (seeded, once per fold) to this many patches
-    omic_top_k: int | None = None  # keep k features of each omics table (ranked by omic_select); None: all
-    omic_select: str = "variance"  # rank for omic_top_k: "variance", or "cox" (univariate Cox score, in-fold)
-    omic_tokens: str = "single"  # "single": one token whose channels are the genes; "genes": one token per gene
-    log_omics: tuple[str, ...] = ("rna",)  # omics that get log2(x + 1) before the z-score, where no value is < 0
-    fourier_wsi: bool = False  # Fourier-encode patch coordinates
-    tie_layers: bool = False  # HEALNet weight_tie_layers (layers 1..depth-1 share weights)
-    snn: bool = False  # self-normalising (SELU + AlphaDropout) feed-forward blocks
+    early_stopping: str = _TRAIN["early_stopping"]
+    n_bins: int = _TRAIN["n_bins"]
+    alpha: float = _TRAIN["alpha"]  # weight of the uncensored term in the survival NLL
+    cox_weight: float = _TRAIN["cox_weight"]  # weight of the Cox partial likelihood of the risk score (ranking), added to the NLL
+    max_patches: int | None = _TRAIN["max_patches"]  # a larger bag is subsampled (seeded, once per fold) to this many patches
+    omic_top_k: int | None = _TRAIN["omic_top_k"]  # keep k features of each omics table (ranked by omic_select); None: all
+    omic_select: str = _TRAIN["omic_select"]  # rank for omic_top_k: "variance", or "cox" (univariate Cox score, in-fold)
+    omic_tokens: str = _TRAIN["omic_tokens"]  # "single": one token whose channels are the genes; "genes": one token per gene
+    log_omics: tuple[str, ...] = tuple(_TRAIN["log_omics"])  # omics that get log2(x + 1) before the z-score, where no value is < 0
+    fourier_wsi: bool = _TRAIN["fourier_wsi"]  # Fourier-encode patch coordinates
+    tie_layers: bool = _TRAIN["tie_layers"]  # HEALNet weight_tie_layers (layers 1..depth-1 share weights)
+    snn: bool = _TRAIN["snn"]  # self-normalising (SELU + AlphaDropout) feed-forward blocks
     model: dict = field(default_factory=dict)  # HEALNet keyword arguments (win over tie_layers / snn)
     baselines: dict = field(default_factory=dict)  # per baseline name: its builder's keyword arguments
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"...; bf16 autocast on cuda
@@ -83,7 +90,7 @@ class TrainConfig:
     seed: int = 0
     # test-time missing-modality curves (missing.tsv, healnet.evaluate.missing_curves): each modality, and
     # each pair, removed from these fractions of the test cases
-    missing_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    missing_fractions: tuple[float, ...] = tuple(_TRAIN["missing_fractions"])
     # trained with missingness: {"removed": "rna" or "wsi+rna", "fraction": f} removes it from that share of the
     # training cases AND of the test cases (healnet.missing_curves.trained_curves); None: complete data
     train_missing: dict | None = None
@@ -106,8 +113,7 @@ class TrainConfig:
         self.missing_fractions = tuple(float(f) for f in self.missing_fractions)
 
 
-HEALNET_DEFAULTS = {"depth": 2, "num_latents": 16, "latent_dim": 32, "cross_heads": 1, "latent_heads": 4,
-                    "attn_dropout": 0.3, "ff_dropout": 0.3}
+HEALNET_DEFAULTS = dict(_TRAIN["model"])  # the pipeline's HEALNet size (config train.model), over HEALNet's own
 
 
 

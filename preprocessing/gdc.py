@@ -165,7 +165,7 @@ def file_filters(project: str, kind: str, access: list[str] | tuple[str, ...] = 
 
 
 def _hits(endpoint: str, filters: dict, fields: list[str], base_url: str, page_size: int,
-          expand: list[str] | None = None, timeout: float = 60.0) -> Iterator[dict]:
+          expand: list[str] | None = None, timeout: float = 120.0) -> Iterator[dict]:
     """Every hit of a search endpoint, page by page (``from``/``size``) until ``pagination.total``.
 
     A 400 (the GDC's answer to a query it cannot run, e.g. an unknown field) is an error quoting
@@ -593,7 +593,7 @@ def _fetch_once(session: requests.Session, url: str, partial: Path, size: int, t
 
 
 def download_file(file_id: str, file_name: str, md5: str, size: int, out_dir: str | os.PathLike,
-                  base_url: str = GDC_API, retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
+                  base_url: str = GDC_API, retries: int = 5, backoff: float = 2.0, timeout: float = 120.0,
                   verify_present_md5: bool = True, token_file: str | os.PathLike | None = None,
                   access: str = "", progress_s: float = 30.0) -> dict:
     """Fetch one file to ``{out_dir}/{file_id}/{file_name}`` through ``{base_url}/data/{file_id}``.
@@ -748,7 +748,7 @@ def read_manifest_table(manifest: str | os.PathLike | pd.DataFrame) -> pd.DataFr
 
 
 def download(manifest: str | os.PathLike | pd.DataFrame, out_dir: str | os.PathLike, base_url: str = GDC_API,
-             workers: int = 4, retries: int = 5, backoff: float = 1.0, timeout: float = 60.0,
+             workers: int = 4, retries: int = 5, backoff: float = 2.0, timeout: float = 120.0,
              verify_present_md5: bool = True, token_file: str | os.PathLike | None = None,
              strict: bool = True) -> pd.DataFrame:
     """Every file of a manifest via :func:`download_file`, ``workers`` at a time (the command line;

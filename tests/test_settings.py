@@ -122,3 +122,28 @@ def test_rules_name_no_memory_or_run_time():
     assert sizes.pop("omics.smk") == 4  # tabular_omics_<cohort>_<name>, porpoise_<cohort>
     assert not any(sizes.values()), sizes
     assert re.search(r"^\s*gdc_connections=1", (RULES / "download.smk").read_text(), re.M)
+
+
+def test_python_defaults_are_the_schema_defaults():
+    """TrainConfig (the pipeline's train rule and `healnet cv` alike) and the GDC client take their
+    defaults from the schema, or agree with it."""
+    import dataclasses
+    import inspect
+
+    from healnet.train import HEALNET_DEFAULTS, TrainConfig
+    from preprocessing import gdc
+
+    train = schema_defaults()["train"]
+    config = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in train and field.name != "model":  # model: overrides of HEALNET_DEFAULTS, below
+            value = getattr(config, field.name)
+            assert (list(value) if isinstance(value, tuple) else value) == train[field.name], field.name
+    assert HEALNET_DEFAULTS == train["model"]
+    cohort = yaml.safe_load((SCHEMAS / "cohort.schema.yaml").read_text())
+    client = cohort["then"]["properties"]["gdc"]["properties"]
+    for function in (gdc.download, gdc.download_file):
+        params = inspect.signature(function).parameters
+        assert params["backoff"].default == client["backoff_s"]["default"]
+        assert params["timeout"].default == client["timeout_s"]["default"]
+        assert params["retries"].default == client["retries"]["default"]
