@@ -87,14 +87,14 @@ def snakemake(work: Path, config: Path, *args: str, timeout: float = 900) -> tup
 
 def placeholders(summary: str) -> int:
     """Create every output that `snakemake --summary` lists as missing: empty files, and folders for
-    the directory() outputs (Zarr stores, heatmap folders); --touch then marks them finished."""
+    the directory() outputs (Zarr stores, heatmap and viewer folders); --touch then marks them finished."""
     n = 0
     for line in summary.splitlines():
         cols = line.split("\t")
         if len(cols) < 3 or cols[0] == "output_file" or "missing" not in line:
             continue
         out = Path(cols[0])
-        if out.suffix == ".zarr" or out.name == "heatmaps":
+        if out.suffix == ".zarr" or out.name in ("heatmaps", "viewer"):
             out.mkdir(parents=True, exist_ok=True)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
