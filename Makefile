@@ -24,7 +24,7 @@ install: $(VENV)/.installed node_modules/.installed
 
 # oracle.json is written last, so its presence means the cohort is complete.
 $(DEMO_DIR)/oracle.json: | $(VENV)/.installed
-	$(PY) -m preprocessing.demo --out $(DEMO_DIR) --cases $(DEMO_CASES) --seed 0
+	$(PY) -m generators.demo --out $(DEMO_DIR) --cases $(DEMO_CASES) --seed 0
 
 demo-data: $(DEMO_DIR)/oracle.json
 

@@ -39,7 +39,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from preprocessing import synthetic  # noqa: E402
+from generators import synthetic  # noqa: E402
 from preprocessing.slides import open_slide, read_thumbnail, slide_mpp  # noqa: E402
 from preprocessing.tiling import TilingParams, tile_slide  # noqa: E402
 from preprocessing.tissue import TissueParams, polygons_to_mask, read_tissue, segment_slide  # noqa: E402

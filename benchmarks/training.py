@@ -78,6 +78,7 @@ def stores_for(cache: Path, cases: int, patches: int, dim: int) -> list[Path]:
     """``cases`` float16 stores of ``patches`` × ``dim`` (generated once, seeded, written atomically)."""
     import zarr
 
+    from preprocessing.feature_store import COORDS, FEATURES  # the store's layout is feature_store's
     from preprocessing.io import atomic_path
 
     folder = cache / f"p{patches}-d{dim}"
@@ -90,8 +91,8 @@ def stores_for(cache: Path, cases: int, patches: int, dim: int) -> list[Path]:
             coords = rng.integers(0, 100_000, (patches, 2))
             with atomic_path(path) as tmp:
                 root = zarr.open_group(str(tmp), mode="w")
-                root.create_array("features", data=feats, chunks=(min(patches, 4096), dim))
-                root.create_array("coords", data=coords, chunks=(min(patches, 4096), 2))
+                root.create_array(FEATURES, data=feats, chunks=(min(patches, 4096), dim))
+                root.create_array(COORDS, data=coords, chunks=(min(patches, 4096), 2))
         paths.append(path)
     return paths
 

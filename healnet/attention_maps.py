@@ -8,7 +8,7 @@ in order, against the slides' patch files taken in slide-id order (the order the
 Outputs: a PNG per (case, slide): ``[thumbnail | heatmap over the thumbnail | colour bar]`` under
 a one-line title, the heatmap painting every patch with its attention's percentile rank within
 the slide (``jet``: blue = low, red = high), and a TSV ranking genes by their attention.  Where the
-planted truth of the generated demo is given (``truth_tumour.npz``, :mod:`preprocessing.demo`), both
+planted truth of the generated demo is given (``truth_tumour.npz``, :mod:`generators.demo`), both
 panels outline the planted tumour texture in black, so a reader sees whether attention follows it.
 """
 from __future__ import annotations
@@ -271,7 +271,7 @@ def attention_report(attention_files, predictions_files, slide_paths: dict[str, 
     risks = dict(zip(predictions["case_id"].astype(str), predictions["risk"]))
     tumour = None
     if truth_tumour and os.path.exists(truth_tumour):
-        from preprocessing.demo import read_truth_tumour
+        from preprocessing.truth import read_truth_tumour
 
         shares, _, cell = read_truth_tumour(truth_tumour)
         tumour = (shares, cell)

@@ -446,7 +446,7 @@ def case_deletion(fm: FoldModel, case: CaseInput, m: int, orders: Mapping[str, S
 
 @dataclass
 class PlantedTruth:
-    """Where the demo planted its signal (``preprocessing.demo``: truth_tumour.npz, truth_genes.tsv)."""
+    """Where the demo planted its signal (``generators.demo``: truth_tumour.npz, truth_genes.tsv)."""
 
     tumour: dict[str, np.ndarray] = field(default_factory=dict)  # slide id -> tumour share per cell
     tissue: dict[str, np.ndarray] = field(default_factory=dict)  # slide id -> tissue share per cell
@@ -455,7 +455,7 @@ class PlantedTruth:
 
     @classmethod
     def read(cls, tumour: str | os.PathLike | None = None, genes: str | os.PathLike | None = None) -> "PlantedTruth":
-        from preprocessing.demo import read_truth_tumour
+        from preprocessing.truth import read_truth_tumour
 
         truth = cls()
         if tumour and os.path.exists(tumour):

@@ -198,6 +198,8 @@ class Attention(nn.Module):
 class HEALNet(nn.Module):
     """Hybrid early-fusion attention network; outputs (b, num_classes) logits of discrete hazards.
 
+    The size defaults are the pipeline's (config ``train.model``, chosen on the development cohorts).
+
     ``weight_tie_layers``: layers 1..depth-1 share one set of weights (layer 0 keeps its own, as in
     perceiver-pytorch), so for depth <= 2 it changes nothing.  Each raw context is Fourier-encoded
     once per forward and read once for the keys and values of all its cross-attention weight sets
@@ -219,10 +221,10 @@ class HEALNet(nn.Module):
     measures what the learned shared array adds."""
 
     def __init__(self, *, input_channels: Sequence[int], input_axes: Sequence[int] | None = None,
-                 depth: int = 3, num_latents: int = 16, latent_dim: int = 64,
-                 cross_heads: int = 1, cross_dim_head: int = 64, latent_heads: int = 8,
-                 latent_dim_head: int = 64, num_classes: int = 4, attn_dropout: float = 0.1,
-                 ff_dropout: float = 0.1, num_freq_bands: int = 2, max_freq: float = 10.0,
+                 depth: int = 2, num_latents: int = 16, latent_dim: int = 32,
+                 cross_heads: int = 1, cross_dim_head: int = 64, latent_heads: int = 4,
+                 latent_dim_head: int = 64, num_classes: int = 4, attn_dropout: float = 0.3,
+                 ff_dropout: float = 0.3, num_freq_bands: int = 2, max_freq: float = 10.0,
                  fourier_encode: bool = False, self_per_cross_attn: int = 1,
                  weight_tie_layers: bool = False, snn: bool = False,
                  num_tokens: Sequence[int | None] | None = None, token_dim: int = 8,

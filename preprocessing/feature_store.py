@@ -111,6 +111,43 @@ def store_summary(path: str | os.PathLike) -> dict:
             "dim": int(dim), "complete": status == "ok" and int(attrs.get("n_patches", n)) == n}
 
 
+INDEX_COLUMNS = ["slide_id", "case_id", "store", "status", "n_patches"]
+
+
+def write_index(stores: list[str | os.PathLike], path: str | os.PathLike) -> None:
+    """One row per store (:data:`INDEX_COLUMNS`), written atomically: what a cohort's training jobs
+    read instead of naming every store as an input, so that planning all of TCGA stays cheap
+    (a train job then has one input where it had one per slide)."""
+    import pandas as pd
+
+    from preprocessing.io import atomic_path
+
+    rows = []
+    for store in map(str, stores):
+        if is_h5(store):
+            n, _, _, case = open_store(store)
+            status = "ok"
+        else:
+            summary = store_summary(store)
+            n, status = summary["n_patches"], summary["status"]
+            case = stored_case_id(read_attrs(store)) if summary["exists"] else None
+        rows.append({"slide_id": slide_of(store), "case_id": case or "", "store": store, "status": status,
+                     "n_patches": int(n)})
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(tmp, sep="\t", index=False)
+
+
+def read_index(path: str | os.PathLike) -> list[str]:
+    """The stores that :func:`write_index` listed in ``path``, in its order."""
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    missing = sorted(set(INDEX_COLUMNS) - set(table.columns))
+    if missing:
+        raise ValueError(f"{path}: not a feature-store index (no column {missing})")
+    return table["store"].tolist()
+
+
 def read_feature_h5(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     """Features (N×D), coords (N×2, level-0 px) and attributes of a CLAM or TRIDENT feature file:
     ``features`` N×D (CLAM, TRIDENT) or 1×N×D, ``coords`` N×2.  Attributes are the file's and its

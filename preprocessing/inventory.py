@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .io import atomic_path
 from .omics import CNV_TYPE, choose_aliquots, sample_type_code
 
 SAMPLE_SHEET_COLUMNS = {"File ID": "file_id", "File Name": "file_name", "Data Category": "data_category",
@@ -33,6 +35,8 @@ EXTRA_COLUMNS = {"Workflow Type": "workflow_type", "Access": "access", "Download
 MANIFEST_COLUMNS = ["id", "filename", "md5", "size", "state"]
 SLIDE_TYPE = "Slide Image"
 RNA_TYPE = "Gene Expression Quantification"
+# the columns every inventory has (workflow/schemas/sample_sheet.schema.yaml requires them)
+INVENTORY_COLUMNS = ["file_id", "file_name", "data_type", "case_id", "sample_id", "md5", "path"]
 NOT_USABLE = ("failed", "skipped")  # Download Status values of files that are not on disk
 #: GDC gene-level copy-number pipelines (``analysis.workflow_type``), and tokens of their file names
 CNV_WORKFLOWS = {"ASCAT3": "ascat3", "ASCAT2": "ascat2", "ABSOLUTE LiftOver": "absolute_liftover",
@@ -125,6 +129,31 @@ def not_usable(files: pd.DataFrame) -> pd.DataFrame | None:
     table = pd.DataFrame(rows)
     return table.reindex(columns=list(dict.fromkeys([*files.columns, *table.columns, "download_status",
                                                        "download_reason"])))
+
+
+def write_inventory_table(files: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write an inventory (:func:`read_inventory`) to ``path`` as Parquet, atomically: its dtypes, empty
+    cells and NaN come back as they were, and so do the files the download step failed or skipped
+    (``attrs["not_usable"]``, :func:`not_usable`), which travel in the file's metadata."""
+    with atomic_path(path) as tmp:
+        files.reset_index(drop=True).to_parquet(tmp, index=False)
+
+
+def read_inventory_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The inventory :func:`write_inventory_table` wrote to ``path`` (rule inventory's table); a file
+    that is not one is an error naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: file not found (an inventory table, written by rule inventory)")
+    try:
+        files = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises its own error types for a damaged or foreign file
+        raise ValueError(f"{path}: not an inventory table (Parquet, written by rule inventory): {e}") from None
+    missing = [c for c in INVENTORY_COLUMNS if c not in files.columns]
+    if missing:
+        raise ValueError(f"{path}: not an inventory table: no column {missing}")
+    for col in files.columns[files.dtypes == object]:  # Parquet gives None where the frame had NaN
+        files[col] = files[col].where(files[col].notna(), np.nan)
+    return files
 
 
 def _first_ids(files: pd.DataFrame, data_dir: str | os.PathLike) -> pd.DataFrame:

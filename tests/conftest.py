@@ -11,7 +11,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from preprocessing import demo
+from generators import demo
 from preprocessing.inventory import read_inventory, slides_of
 
 COHORT_ARGS = dict(n_cases=8, seed=3, slide_size=(1024, 768), n_genes=200, workers=1)
@@ -32,7 +32,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def demo_cohort(tmp_path_factory) -> dict:
-    """Paths and counts returned by :func:`preprocessing.demo.generate_cohort`."""
+    """Paths and counts returned by :func:`generators.demo.generate_cohort`."""
     return demo.generate_cohort(tmp_path_factory.mktemp("demo_cohort"), **COHORT_ARGS)
 
 

@@ -387,7 +387,7 @@ def portal_clinical(cases: list[dict], out: Path, layout: str = "per-entity") ->
 
 
 def hits_from_cohort(cohort_dir: str | Path, project: str) -> tuple[list[dict], list[dict]]:
-    """File and case hits serving a generated cohort (:func:`preprocessing.demo.generate_cohort`)."""
+    """File and case hits serving a generated cohort (:func:`generators.demo.generate_cohort`)."""
     d = Path(cohort_dir)
     sheet = pd.read_csv(d / "gdc_sample_sheet.tsv", sep="\t", dtype=str)
     extra = {"Slide Image": SLIDE_FIELDS, "Gene Expression Quantification": RNA_FIELDS,

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from generators.demo import write_svs
 from healnet.attention_io import Attention, read_attention, write_attention
 from healnet.attention_maps import (ALPHA, CMAP, GAP, HEADER, assign_slides, attention_report, gene_ranking,
                                     heat_grid, pick_cases, render_heatmap)
-from preprocessing.demo import write_svs
 from preprocessing.tiling import write_coords
 
 W, H, PATCH = 1536, 1024, 256  # level-0 px; 6 × 4 patches
@@ -161,7 +161,7 @@ def test_attention_report(slide, tmp_path):
     pd.DataFrame({"case_id": ["TCGA-AA-0001", "TCGA-AA-0002"], "risk": [0.2, 0.4]}).to_csv(preds, sep="\t", index=False)
     genes = tmp_path / "rna_genes.tsv"
     pd.DataFrame({"gene_id": ["ENSG1", "ENSG2"], "gene_name": ["TP53", "KRAS"]}).to_csv(genes, sep="\t", index=False)
-    from preprocessing.demo import write_truth_tumour
+    from preprocessing.truth import write_truth_tumour
 
     truth = tmp_path / "truth_tumour.npz"  # the demo's planted tumour: outlined in black
     tumour = np.zeros((H // 16, W // 16), np.uint8)
@@ -182,7 +182,7 @@ def test_planted_tumour_is_outlined_on_both_panels(slide, tmp_path):
     """The demo's truth (tumour share per 128-px cell here) drawn as a black border of the region,
     on the thumbnail and on the heat panel, and nowhere else."""
     from healnet.attention_maps import truth_outline
-    from preprocessing.demo import read_truth_tumour, write_truth_tumour
+    from preprocessing.truth import read_truth_tumour, write_truth_tumour
 
     path, h5, coords = slide
     tumour = np.zeros((H // 128, W // 128), np.uint8)

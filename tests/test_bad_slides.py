@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import tifffile
 
+from generators import demo
 from healnet.qc import slides_table
-from preprocessing import demo
 from preprocessing.feature_store import read_features
 from preprocessing.features import extract_features
 from preprocessing.slides import SlideError, open_slide, slide_mpp

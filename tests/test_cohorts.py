@@ -12,8 +12,8 @@ import pytest
 import yaml
 from gdc_standin import GDCStandin, hits_from_cohort
 
+from generators.demo import generate_cohort
 from preprocessing.clinical import overall_survival, read_gdc_clinical
-from preprocessing.demo import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]

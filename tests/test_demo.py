@@ -1,4 +1,4 @@
-"""Behavioural tests of the synthetic cohort generator (preprocessing.demo).
+"""Behavioural tests of the synthetic cohort generator (generators.demo).
 
 Each test checks the written files against something computed independently of the generator:
 OpenSlide's reading of the slides, hashlib, pandas, sksurv, pixel colours."""
@@ -17,7 +17,7 @@ import pytest
 from scipy.stats import spearmanr
 from sksurv.metrics import concordance_index_censored
 
-from preprocessing import demo
+from generators import demo
 
 TINY = dict(n_cases=8, slide_size=(1024, 768), n_genes=200, workers=1)
 MPP = 0.5

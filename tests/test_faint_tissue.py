@@ -1,4 +1,4 @@
-"""Faint tissue kept: the stain presets of preprocessing.synthetic (normal, light and very faint
+"""Faint tissue kept: the stain presets of generators.synthetic (normal, light and very faint
 H&E on bright and on grey glass, each with a coverslip-edge shadow, air bubbles, a pen stroke and
 dust; and a slide mixing a normal, a faint and a fading piece), segmented against their truth;
 and the real Aperio region with its stain thinned out, its glass greyed and a shadow laid on it.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mask_tools import grow, iou, shrink
-from preprocessing import synthetic
+from generators import synthetic
 from preprocessing.slides import open_slide, read_thumbnail
 from preprocessing.tissue import TissueParams, _segment, polygons_to_mask, read_tissue, segment_slide
 

@@ -11,6 +11,7 @@ import cv2
 import h5py
 import numpy as np
 import openslide
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -195,6 +196,30 @@ def test_case_id_is_stored_and_groups_the_slide(processed, tissue_slide, tmp_pat
     np.testing.assert_array_equal(bags["PATIENT-A"].read(), read_features(first)[0].astype(np.float32))
     bags, _, _ = open_bags([first])
     assert list(bags) == [case_of_slide(tissue_slide)]
+
+
+def test_index_lists_each_store_with_its_case_status_and_rows(processed, tissue_slide, blank_slide_id, tmp_path):
+    """The cohort's store index (what training reads instead of one input per slide) gives each
+    store's slide, the case written into it, its status and its row count, in the order given; and
+    reading it back gives the same stores.  A file that is not an index is refused by name."""
+    from preprocessing.feature_store import read_index, write_index
+
+    named = tmp_path / "slide-y.zarr"
+    extract_features(processed["slide_paths"][tissue_slide], processed["patches"] / f"{tissue_slide}.h5", named,
+                     batch_size=16, case_id="PATIENT-B")
+    stores = [str(named), str(processed["features"] / f"{blank_slide_id}.zarr")]
+    index = tmp_path / "index.tsv"
+    write_index(stores, index)
+    table = pd.read_csv(index, sep="\t", dtype={"case_id": str}, keep_default_na=False)
+    n_tissue = len(read_coords(processed["patches"] / f"{tissue_slide}.h5")[0])
+    assert table.to_dict("records") == [
+        {"slide_id": "slide-y", "case_id": "PATIENT-B", "store": stores[0], "status": "ok", "n_patches": n_tissue},
+        {"slide_id": blank_slide_id, "case_id": "", "store": stores[1], "status": "skipped", "n_patches": 0}]
+    assert n_tissue > 0 and read_index(index) == stores
+    not_index = tmp_path / "other.tsv"
+    not_index.write_text("slide_id\tpath\nx\ty\n")
+    with pytest.raises(ValueError, match="other.tsv: not a feature-store index"):
+        read_index(not_index)
 
 
 def test_worker_processes_give_the_same_features(processed, tissue_slide, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocessing.demo import write_svs
+from generators.demo import write_svs
 from preprocessing.feature_store import read_features
 from preprocessing.features import partial_path
 from preprocessing.tiling import write_coords

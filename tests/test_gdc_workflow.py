@@ -15,7 +15,7 @@ import pytest
 import yaml
 from gdc_standin import SLIDE_FIELDS, GDCStandin, cnv_hit, file_hit, hits_from_cohort, star_counts_hits
 
-from preprocessing.demo import generate_cohort
+from generators.demo import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]

@@ -21,8 +21,8 @@ import openslide
 import pytest
 import tifffile
 
+from generators import synthetic
 from preprocessing import slides as slides_module
-from preprocessing import synthetic
 from preprocessing.slides import SlideError, open_slide, read_region_rgb, read_thumbnail, slide_info
 from preprocessing.tissue import polygons_to_mask, read_tissue, segment_slide
 

@@ -6,6 +6,10 @@
   may read the stages' outputs through ``preprocessing`` but never imports the reporting modules.
 * Reporting (``healnet.evaluate``, ``qc``, ``attention_maps``, ``viewer``, ``faithfulness``,
   ``missing_curves``, ``summary``) may import both.
+* Generators (``generators/``: the demo cohort, synthetic slides) make data in the formats the
+  stages read, so they may import ``preprocessing``; no module of ``preprocessing`` or ``healnet``
+  imports ``generators`` (what both sides share, such as the planted-truth file's format
+  ``preprocessing.truth``, lives in the stages).
 
 Imports are read from the source with :mod:`ast`, including those inside functions (lazy imports
 count: they are dependencies all the same).
@@ -68,3 +72,11 @@ def test_learning_never_imports_reporting(module):
     upward = sorted(n for n in imported_modules(path)
                     if any(_is_under(n, f"healnet.{r}") for r in REPORTING))
     assert not upward, f"healnet/{module}.py imports {upward}: learning must not depend on reporting"
+
+
+@pytest.mark.parametrize("path", sorted([*(ROOT / "preprocessing").rglob("*.py"), *(ROOT / "healnet").rglob("*.py")]),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_pipeline_never_imports_the_generators(path):
+    generated = sorted(n for n in imported_modules(path) if _is_under(n, "generators"))
+    assert not generated, (f"{path.relative_to(ROOT)} imports {generated}: "
+                           "preprocessing and healnet must not depend on generators")

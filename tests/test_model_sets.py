@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from generators.demo import generate_cohort
 from healnet.evaluate import ablation_table
 from healnet.zoo import ABLATION_CHANGES, model_modalities, named_modalities, requested_modalities
-from preprocessing.demo import generate_cohort
 from tiny_dag import write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,9 +58,11 @@ def test_the_workflow_feeds_a_named_set_its_omics_and_the_default_model_only_the
     plain = {k: v for k, v in feeds.items() if k.endswith("model: healnet")}
     assert len(four) == len(plain) == 2  # one job per fold
     for rules in four.values():
-        assert {"rna", "cnv", "mutations", "features", "clinical", "splits"} <= rules
+        assert {"rna", "cnv", "mutations", "feature_index", "clinical", "splits"} <= rules
     for rules in plain.values():
         assert "rna" in rules and not {"cnv", "mutations"} & rules
+    # training reads the cohort's store index, never one input per slide (cheap planning at TCGA scale)
+    assert not any("features" in rules for rules in feeds.values())
 
 
 def test_ablation_table_takes_healnet_and_its_ablations_from_the_summary():

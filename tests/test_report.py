@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 from sksurv.metrics import concordance_index_censored
 
+from generators.demo import write_svs
 from healnet.attention_io import write_attention
 from healnet.attention_maps import attention_report
 from healnet.evaluate import evaluate_cohort
-from preprocessing.demo import write_svs
 from preprocessing.tiling import write_coords
 
 REPO = Path(__file__).resolve().parents[1]

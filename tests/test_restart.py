@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from preprocessing.demo import generate_cohort
+from generators.demo import generate_cohort
 from tiny_dag import write_tiny_config
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tissue segmentation against known truth: generated Aperio slides (preprocessing.synthetic) with
+"""Tissue segmentation against known truth: generated Aperio slides (generators.synthetic) with
 tissue pieces, holes, pen marks, dust, no tissue, and pen on glass only.
 
 The truth is the generator's label map at 8 µm/px (tissue under ink is not tissue).  Scores are
@@ -16,7 +16,7 @@ import openslide
 import pytest
 
 from mask_tools import grow, iou, shrink
-from preprocessing import synthetic
+from generators import synthetic
 from preprocessing.slides import open_slide, read_region_rgb
 from preprocessing.tiling import read_coords, tile_slide
 from preprocessing.tissue import TissueParams, polygons_to_mask, read_tissue, segment_slide

@@ -140,6 +140,10 @@ def test_python_defaults_are_the_schema_defaults():
             value = getattr(config, field.name)
             assert (list(value) if isinstance(value, tuple) else value) == train[field.name], field.name
     assert HEALNET_DEFAULTS == train["model"]
+    from healnet.model import HEALNet  # the model's own defaults are the same size, so a bare HEALNet(...) is it
+
+    params = inspect.signature(HEALNet).parameters
+    assert {k: params[k].default for k in train["model"]} == train["model"]
     cohort = yaml.safe_load((SCHEMAS / "cohort.schema.yaml").read_text())
     client = cohort["then"]["properties"]["gdc"]["properties"]
     for function in (gdc.download, gdc.download_file):

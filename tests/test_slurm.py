@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from preprocessing.demo import generate_cohort
+from generators.demo import generate_cohort
 from tiny_dag import write_tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -8,8 +8,8 @@ import pytest
 import torch
 import zarr
 
+from generators.demo import render_slide
 from preprocessing import stain
-from preprocessing.demo import render_slide
 from preprocessing.feature_store import read_features
 from preprocessing.features import SlidePatches, extract_features
 from preprocessing.tiling import write_coords

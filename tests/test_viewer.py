@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from generators.demo import write_svs
 from healnet.attention_io import write_attention
 from healnet.cli import main
 from healnet.viewer import OPENSEADRAGON
-from preprocessing.demo import write_svs
 from preprocessing.tiling import write_coords
 
 W, H, PATCH, MPP = 2048, 1536, 256, 0.5

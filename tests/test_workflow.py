@@ -13,7 +13,7 @@ import pytest
 import yaml
 import zarr
 
-from preprocessing.demo import generate_cohort
+from generators.demo import generate_cohort
 from tiny_dag import write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,12 @@ def test_dag_outputs_are_complete(finished_run):
         store = zarr.open_group(str(res / "features" / "demo-cnn" / f"{sid}.zarr"), mode="r")
         assert store["features"].shape == (n, 512) and store["coords"].shape == (n, 2)
         assert store.attrs["weights"].startswith("random:")
+    # the store index that training reads: every store, with the case its sample sheet names
+    index = pd.read_csv(res / "features" / "demo-cnn" / "index.tsv", sep="\t", keep_default_na=False)
+    case_of = dict(zip(sheet["File Name"].str.rsplit(".", n=1).str[0], sheet["Case ID"]))
+    assert sorted(index["slide_id"]) == sorted(slide_ids)
+    assert dict(zip(index["slide_id"], index["case_id"])) == {s: case_of[s] for s in slide_ids}
+    assert dict(zip(index["slide_id"], index["n_patches"])) == dict(zip(slides["slide_id"], slides["n_patches"]))
 
     # every case accounted for; cases with a survival time and a modality are used
     cases = pd.read_csv(res / "qc" / "cases.tsv", sep="\t")

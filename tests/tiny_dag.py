@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_tiny_config(work: Path, raw: Path, *, n_folds: int, batch_size: int, **train) -> Path:
-    """``work/config.yaml`` for the cohort :func:`preprocessing.demo.generate_cohort` wrote to
+    """``work/config.yaml`` for the cohort :func:`generators.demo.generate_cohort` wrote to
     ``raw``: ``n_folds`` folds, HEALNet only (the baselines are tested in tests/test_train.py), the
     ``train`` settings given, and feature batches of ``batch_size``.  Returns the path."""
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

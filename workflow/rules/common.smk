@@ -225,6 +225,7 @@ def _slide(cohort, slide):
 wildcard_constraints:
     cohort="|".join(re.escape(c) for c in COHORTS),
     fold=r"\d+",
+    model=r"[a-z0-9][a-z0-9_-]*",  # rule train's: one architecture of healnet/zoo.py
 
 
 def cohort_config(wildcards):
@@ -243,6 +244,38 @@ def cohort_key(key, default=None):
                 return default
         return found
     return value
+
+
+def settings(block, *keys, **named):
+    """Params: settings of config block ``block`` ("evaluate", "features"; "cohort": the job's cohort's,
+    functions of its wildcards as cohort_key gives), each under its own name (the last part of a dotted
+    one: "gdc.access" -> access) or under the name given: ``params: **settings("evaluate", "bootstrap")``."""
+    def value(key):
+        if block == "cohort":
+            return cohort_key(key)
+        found = config[block]
+        for part in key.split("."):
+            found = found[part]
+        return found
+    return {**{key.rsplit(".", 1)[-1]: value(key) for key in keys}, **{name: value(key) for name, key in named.items()}}
+
+
+def result(name, caption, patterns=None, **labels):
+    """A report() output: {RESULTS}/{cohort}/``name`` (a folder of the files matching ``patterns`` when
+    given), with its caption (../report/….rst), category (QC for qc/…, Attention for attention/…, else
+    Results) and labels: the cohort's, then those given (none at all when none is given). A label with
+    spaces: ``**{"case and slide": "{name}"}``."""
+    path = f"{RESULTS}/{{cohort}}/{name}"
+    category = {"qc": "QC", "attention": "Attention"}.get(name.split("/")[0], "Results")
+    return report(directory(path) if patterns else path, caption=caption, category=category,
+                  labels={"cohort": "{cohort}", **labels} if labels else None, patterns=patterns or [])
+
+
+def inventory_table(wildcards):
+    """Input function: the cohort's inventory table (rule inventory); none for a cohort of tables only."""
+    if not COHORT_CONFIG[wildcards.cohort].get("sample_sheet"):
+        return []
+    return expand(rules.inventory.output.table, cohort=wildcards.cohort)[0]
 
 
 def defined(rule_name):

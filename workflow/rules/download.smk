@@ -5,29 +5,30 @@
 # done; a file that answered 403 / 404 or kept a wrong md5 is marked failed and the others go on.
 # Cohorts whose sample sheet and manifest are given never reach these rules (no network).
 UUID_RE = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+GDC_DIR = f"{RESULTS}/{{cohort}}/gdc"  # the cohort's query, plan, records and sample sheet (not its files)
+
+
+localrules:
+    gdc_manifest,
+    gdc_plan,
+    download,
+
+
+wildcard_constraints:
+    file_id=UUID_RE,
 
 
 checkpoint gdc_manifest:
     output:
-        manifest=f"{RESULTS}/{{cohort}}/gdc/gdc_manifest.txt",
-        sample_sheet=f"{RESULTS}/{{cohort}}/gdc/gdc_sample_sheet.tsv",
-        clinical=f"{RESULTS}/{{cohort}}/gdc/clinical.tsv",
-        stale_ids=f"{RESULTS}/{{cohort}}/gdc/stale_ids.tsv",
+        manifest=f"{GDC_DIR}/gdc_manifest.txt", sample_sheet=f"{GDC_DIR}/gdc_sample_sheet.tsv",
+        clinical=f"{GDC_DIR}/clinical.tsv", stale_ids=f"{GDC_DIR}/stale_ids.tsv",
     log:
         f"{RESULTS}/{{cohort}}/logs/gdc_manifest.log",
     message:
         "Querying the GDC for {params.project} ({params.kinds}) of cohort {wildcards.cohort}"
     params:
-        project=cohort_key("project"),
-        kinds=cohort_key("kinds"),
-        max_cases=cohort_key("max_cases"),
-        only_manifest=cohort_key("given_manifest"),
-        base_url=cohort_key("gdc.base_url"),
-        page_size=cohort_key("gdc.page_size"),
-        access=cohort_key("gdc.access"),
-        cnv_workflows=cohort_key("cnv_workflows"),
-        slide_codes=cohort_key("slide_sample_codes"),
-    localrule: True
+        **settings("cohort", "project", "kinds", "max_cases", "cnv_workflows", "gdc.base_url", "gdc.page_size",
+                   "gdc.access", only_manifest="given_manifest", slide_codes="slide_sample_codes"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -36,18 +37,15 @@ checkpoint gdc_manifest:
 
 rule gdc_plan:
     input:
-        manifest=rules.gdc_manifest.output.manifest,
-        sample_sheet=rules.gdc_manifest.output.sample_sheet,
+        manifest=rules.gdc_manifest.output.manifest, sample_sheet=rules.gdc_manifest.output.sample_sheet,
     output:
-        plan=f"{RESULTS}/{{cohort}}/gdc/plan.tsv",
+        plan=f"{GDC_DIR}/plan.tsv",
     log:
         f"{RESULTS}/{{cohort}}/logs/gdc_plan.log",
     message:
         "Planning the download of cohort {wildcards.cohort} to {params.data_dir} (files, bytes, free space)"
     params:
-        data_dir=cohort_key("data_dir"),
-        margin=cohort_key("gdc.space_margin"),
-    localrule: True
+        **settings("cohort", "data_dir", margin="gdc.space_margin"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -63,24 +61,26 @@ def gdc_file_info(wildcards):
             "access": f.get("access", "") or ""}
 
 
+def gdc_progress(wildcards):
+    """The cohort's download progress (the plan's totals so far), which every gdc_file job updates."""
+    return f"{RESULTS}/{wildcards.cohort}/gdc/progress.tsv"
+
+
+# longer than 15 lines: it keeps its gdc_connections resource, as below
+# resources in the rule: gdc_connections bounds the downloads at once (config gdc.connections); not a size
 checkpoint gdc_file:
     input:
         plan=rules.gdc_plan.output.plan,
     output:
-        record=f"{RESULTS}/{{cohort}}/gdc/records/{{file_id}}.tsv",
+        record=f"{GDC_DIR}/records/{{file_id}}.tsv",
     log:
         f"{RESULTS}/{{cohort}}/logs/gdc_file/{{file_id}}.log",
     message:
         "Fetching {params.file[file_name]} of cohort {wildcards.cohort} to {params.data_dir}"
-    wildcard_constraints:
-        file_id=UUID_RE,
     params:
-        file=gdc_file_info,
-        data_dir=cohort_key("data_dir"),
-        gdc=cohort_key("gdc"),
-        progress=lambda wildcards: f"{RESULTS}/{wildcards.cohort}/gdc/progress.tsv",
+        file=gdc_file_info, data_dir=cohort_key("data_dir"), gdc=cohort_key("gdc"), progress=gdc_progress,
     resources:
-        gdc_connections=1,  # a concurrency bound (config gdc.connections), not a size: stays with the rule
+        gdc_connections=1,
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -92,13 +92,12 @@ checkpoint download:
         records=lambda wildcards: [gdc_record(wildcards.cohort, f) for f in gdc_files(wildcards.cohort).index],
         sample_sheet=rules.gdc_manifest.output.sample_sheet,
     output:
-        table=f"{RESULTS}/{{cohort}}/gdc/download.tsv",
-        sample_sheet=f"{RESULTS}/{{cohort}}/gdc/sample_sheet.tsv",
+        table=f"{GDC_DIR}/download.tsv",
+        sample_sheet=f"{GDC_DIR}/sample_sheet.tsv",
     log:
         f"{RESULTS}/{{cohort}}/logs/download.log",
     message:
         "Recording what became of every file of cohort {wildcards.cohort}"
-    localrule: True
     conda:
         "../../envs/pipeline.yaml"
     script:

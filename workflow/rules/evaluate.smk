@@ -37,7 +37,7 @@ def faithfulness_models():
 
 def planted_truth(name):
     """Input function: the generated demo's truth file ``name`` (truth_tumour.npz: where each slide's
-    tumour texture is; truth_genes.tsv: the planted genes), which preprocessing/demo.py writes beside
+    tumour texture is; truth_genes.tsv: the planted genes), which generators/demo.py writes beside
     the cohort's oracle.json; none for any other cohort."""
     def files(wildcards):
         oracle = cohort_key("oracle")(wildcards)
@@ -55,71 +55,51 @@ def gene_names_of(cohort):
     return expand(rules.rna.output.genes, cohort=cohort)
 
 
+# longer than 15 lines: nine report outputs, one per table or figure of the report
 rule evaluate:
     input:
-        metrics=fold_outputs(rules.train.output.metrics),
-        predictions=fold_outputs(rules.train.output.predictions),
-        missing=train_fold_outputs("missing"),
-        clinical=rules.clinical.output.table,
-        splits=rules.splits.output.json,
+        metrics=fold_outputs(rules.train.output.metrics), predictions=fold_outputs(rules.train.output.predictions),
+        missing=train_fold_outputs("missing"), clinical=rules.clinical.output.table, splits=rules.splits.output.json,
     output:
-        metrics=report(f"{RESULTS}/{{cohort}}/metrics.tsv", caption="../report/metrics.rst", category="Results",
-                       labels={"cohort": "{cohort}", "table": "per fold"}),
-        summary=report(f"{RESULTS}/{{cohort}}/metrics_summary.tsv", caption="../report/summary.rst",
-                       category="Results", labels={"cohort": "{cohort}", "table": "summary"}),
-        all_cases=report(f"{RESULTS}/{{cohort}}/metrics_all_cases.tsv", caption="../report/metrics_all_cases.rst",
-                         category="Results", labels={"cohort": "{cohort}", "table": "per fold, all cases per model"}),
+        metrics=result("metrics.tsv", caption="../report/metrics.rst", table="per fold"),
+        summary=result("metrics_summary.tsv", caption="../report/summary.rst", table="summary"),
+        all_cases=result("metrics_all_cases.tsv", caption="../report/metrics_all_cases.rst", table="per fold, all cases per model"),
         # read by workflow/report/workflow.rst: the report's first page leads with it
-        headline=report(f"{RESULTS}/{{cohort}}/headline.rst", caption="../report/headline.rst", category="Results",
-                        labels={"cohort": "{cohort}", "table": "headline"}),
-        km=report(f"{RESULTS}/{{cohort}}/km.png", caption="../report/km.rst", category="Results",
-                  labels={"cohort": "{cohort}", "table": "Kaplan-Meier"}),
-        missing=report(f"{RESULTS}/{{cohort}}/missing_modalities.tsv", caption="../report/missing.rst",
-                       category="Results", labels={"cohort": "{cohort}", "table": "missing modalities"}),
-        curves=report(f"{RESULTS}/{{cohort}}/missing_curves.tsv", caption="../report/missing_curves.rst",
-                      category="Results", labels={"cohort": "{cohort}", "table": "missing-modality curves"}),
-        ablations=report(f"{RESULTS}/{{cohort}}/ablations.tsv", caption="../report/ablations.rst", category="Results",
-                         labels={"cohort": "{cohort}", "table": "ablations"}),
-        curves_png=report(f"{RESULTS}/{{cohort}}/missing_curves.png", caption="../report/missing_curves.rst",
-                          category="Results", labels={"cohort": "{cohort}", "table": "missing-modality curves (plot)"}),
+        headline=result("headline.rst", caption="../report/headline.rst", table="headline"),
+        km=result("km.png", caption="../report/km.rst", table="Kaplan-Meier"),
+        missing=result("missing_modalities.tsv", caption="../report/missing.rst", table="missing modalities"),
+        curves=result("missing_curves.tsv", caption="../report/missing_curves.rst", table="missing-modality curves"),
+        ablations=result("ablations.tsv", caption="../report/ablations.rst", table="ablations"),
+        curves_png=result("missing_curves.png", caption="../report/missing_curves.rst", table="missing-modality curves (plot)"),
     log:
         f"{RESULTS}/{{cohort}}/logs/evaluate.log",
     message:
         "Summarising cross-validation of cohort {wildcards.cohort}"
     params:
-        oracle=cohort_key("oracle"),
-        reference=config["evaluate"]["reference_model"],
-        n_boot=config["evaluate"]["bootstrap"],
-        seed=config["evaluate"]["bootstrap_seed"],
+        oracle=cohort_key("oracle"), **settings("evaluate", "reference_model", "bootstrap", "bootstrap_seed"),
     conda:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/evaluate.py"
 
 
+# longer than 15 lines: the attention model's folds, the slides, their patches, gene names, the demo's truth
 rule attention_maps:
     input:
-        attention=attention_fold_outputs("attention"),
-        predictions=attention_fold_outputs("predictions"),
-        patches=per_slide(rules.tiling.output.h5),
-        slides=slide_paths,
+        attention=attention_fold_outputs("attention"), predictions=attention_fold_outputs("predictions"),
+        patches=per_slide(rules.tiling.output.h5), slides=slide_paths,
         genes=lambda wildcards: gene_names_of(wildcards.cohort),
         truth_tumour=planted_truth("truth_tumour.npz"),  # the demo's: outlined on the heatmaps
     output:
-        heatmaps=report(directory(f"{RESULTS}/{{cohort}}/attention/heatmaps"), patterns=["{name}.png"],
-                        caption="../report/attention.rst", category="Attention",
-                        labels={"cohort": "{cohort}", "case and slide": "{name}"}),
-        genes=report(f"{RESULTS}/{{cohort}}/attention/genes.tsv", caption="../report/genes.rst",
-                     category="Attention", labels={"cohort": "{cohort}", "table": "gene ranking"}),
+        heatmaps=result("attention/heatmaps", caption="../report/attention.rst", patterns=["{name}.png"],
+                        **{"case and slide": "{name}"}),
+        genes=result("attention/genes.tsv", caption="../report/genes.rst", table="gene ranking"),
     log:
         f"{RESULTS}/{{cohort}}/logs/attention_maps.log",
     message:
-        "Mapping {params.model} attention of cohort {wildcards.cohort} onto slides and genes"
+        "Mapping {params.attention_model} attention of cohort {wildcards.cohort} onto slides and genes"
     params:
-        model=config["evaluate"]["attention_model"],
-        n_cases=config["evaluate"]["attention_cases"],
-        heatmap_px=config["evaluate"]["heatmap_px"],
-        slide_ids=cohort_slides,
+        slide_ids=cohort_slides, **settings("evaluate", "attention_model", "attention_cases", "heatmap_px"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -139,23 +119,18 @@ def faithfulness_omics(wildcards):
     return omics_inputs(wildcards.cohort, faithfulness_models())
 
 
+# longer than 15 lines: the models' folds, their omics, features, slides and patches, the demo's truth
 rule faithfulness:
     input:
         unpack(faithfulness_omics),
-        checkpoints=faithfulness_fold_outputs("checkpoint"),
-        predictions=faithfulness_fold_outputs("predictions"),
-        attention=faithfulness_fold_outputs("attention"),
-        features=per_slide(rules.features.output.zarr),
-        patches=per_slide(rules.tiling.output.h5),
+        checkpoints=faithfulness_fold_outputs("checkpoint"), predictions=faithfulness_fold_outputs("predictions"),
+        attention=faithfulness_fold_outputs("attention"), features=rules.feature_index.output.table,
+        patches=per_slide(rules.tiling.output.h5), clinical=rules.clinical.output.table,
         slides=slide_paths,  # of a GDC cohort: after its download checkpoint, which params.slide_ids needs
-        clinical=rules.clinical.output.table,
-        truth_tumour=planted_truth("truth_tumour.npz"),
-        truth_genes=planted_truth("truth_genes.tsv"),
+        truth_tumour=planted_truth("truth_tumour.npz"), truth_genes=planted_truth("truth_genes.tsv"),
     output:
-        table=report(f"{RESULTS}/{{cohort}}/attention/faithfulness.tsv", caption="../report/faithfulness.rst",
-                     category="Attention", labels={"cohort": "{cohort}", "table": "faithfulness"}),
-        png=report(f"{RESULTS}/{{cohort}}/attention/faithfulness.png", caption="../report/faithfulness.rst",
-                   category="Attention", labels={"cohort": "{cohort}", "table": "faithfulness (plot)"}),
+        table=result("attention/faithfulness.tsv", caption="../report/faithfulness.rst", table="faithfulness"),
+        png=result("attention/faithfulness.png", caption="../report/faithfulness.rst", table="faithfulness (plot)"),
         folds=f"{RESULTS}/{{cohort}}/attention/faithfulness_folds.tsv",
         curves=f"{RESULTS}/{{cohort}}/attention/deletion_curves.tsv",
     log:
@@ -163,14 +138,9 @@ rule faithfulness:
     message:
         "Testing the attention of {params.models} on cohort {wildcards.cohort}: deletion curves, Integrated Gradients"
     params:
-        models=faithfulness_models(),
-        omics=lambda wildcards: sorted(faithfulness_omics(wildcards)),
-        slide_ids=cohort_slides,
-        max_cases=config["evaluate"]["faithfulness_cases"],
-        fractions=config["evaluate"]["deletion_fractions"],
-        n_random=config["evaluate"]["deletion_repeats"],
-        ig_steps=config["evaluate"]["ig_steps"],
-        seed=config["seed"],
+        models=faithfulness_models(), omics=lambda wildcards: sorted(faithfulness_omics(wildcards)),
+        slide_ids=cohort_slides, seed=config["seed"],
+        **settings("evaluate", "faithfulness_cases", "deletion_fractions", "deletion_repeats", "ig_steps"),
     threads: 2
     conda:
         "../../envs/pipeline.yaml"
@@ -178,31 +148,22 @@ rule faithfulness:
         "../scripts/faithfulness.py"
 
 
+# longer than 15 lines: it reads what every stage made of each slide and case
 rule qc:
     input:
-        tissue=per_slide(rules.tissue.output.geojson),
-        patches=per_slide(rules.tiling.output.h5),
-        features=per_slide(rules.features.output.zarr),
-        clinical=rules.clinical.output.table,
-        omics=lambda wildcards: list(omics_outputs(wildcards.cohort).values()),
-        splits=rules.splits.output.json,
-        # none for a cohort of tables only (porpoise_table, or clinical_table + omics_tables): no slides
-        sample_sheet=cohort_key("sample_sheet", []),
-        manifest=cohort_key("manifest", []),
+        tissue=per_slide(rules.tissue.output.geojson), patches=per_slide(rules.tiling.output.h5),
+        features=per_slide(rules.features.output.zarr), clinical=rules.clinical.output.table,
+        omics=omics_files, splits=rules.splits.output.json, inventory=inventory_table,  # none: a cohort of tables
     output:
-        slides=report(f"{RESULTS}/{{cohort}}/qc/slides.tsv", caption="../report/qc.rst", category="QC"),
-        cases=report(f"{RESULTS}/{{cohort}}/qc/cases.tsv", caption="../report/qc.rst", category="QC"),
+        slides=result("qc/slides.tsv", caption="../report/qc.rst"),
+        cases=result("qc/cases.tsv", caption="../report/qc.rst"),
     log:
         f"{RESULTS}/{{cohort}}/logs/qc.log",
     message:
         "Accounting for every slide and case of cohort {wildcards.cohort}"
     params:
-        data_dir=cohort_key("data_dir", ""),
-        tissue_dir=output_dir(rules.tissue.output.geojson),
-        patches_dir=output_dir(rules.tiling.output.h5),
-        features_dir=output_dir(rules.features.output.zarr),
-        omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
-        modalities=config["train"]["modalities"],
+        tissue_dir=output_dir(rules.tissue.output.geojson), patches_dir=output_dir(rules.tiling.output.h5),
+        features_dir=output_dir(rules.features.output.zarr), modalities=config["train"]["modalities"],
     conda:
         "../../envs/pipeline.yaml"
     script:

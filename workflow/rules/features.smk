@@ -1,30 +1,33 @@
 # Patch features (rule features, one job per slide) and, with `features.stain_norm`, the stain
 # target they are normalised to (rule stain_target, once per cohort). The stain settings are
 # params of rule features only when normalisation is on, so that a run without it keeps its
-# params, and its finished stores, exactly as before the option existed.
+# params, and its finished stores, exactly as before the option existed. Rule features runs on
+# one thread (the default): locally two slides encode side by side; profiles/slurm raises it (and
+# num_workers).
 STAIN = config["features"]  # its defaults: workflow/schemas/config.schema.yaml
 STAIN_PARAMS = {} if STAIN["stain_norm"] is None else {
     "stain": {k: STAIN[k] for k in ("stain_norm", "stain_target", "stain_target_patches")}}
+FEATURE_PARAMS = {**settings("features", "weights", "batch_size", "dtype"), "seed": config["seed"], **STAIN_PARAMS}
+
+
+def stain_target_inputs(wildcards):
+    """The cohort's slides and their patches (features.stain_target: cohort), else the reference image."""
+    if STAIN["stain_target"] != "cohort":
+        return {"slides": [], "patches": [], "reference": STAIN["stain_target"]}
+    return {"slides": slide_paths(wildcards), "patches": per_slide(rules.tiling.output.h5)(wildcards), "reference": []}
 
 
 rule stain_target:
     input:
-        slides=lambda wildcards: [] if STAIN["stain_target"] != "cohort" else slide_paths(wildcards),
-        patches=lambda wildcards: [] if STAIN["stain_target"] != "cohort" else
-            per_slide(rules.tiling.output.h5)(wildcards),
-        reference=lambda wildcards: [] if STAIN["stain_target"] == "cohort" else STAIN["stain_target"],
+        unpack(stain_target_inputs),
     output:
-        json=f"{RESULTS}/{{cohort}}/stain/target.json",
-        png=f"{RESULTS}/{{cohort}}/stain/target.png",
+        multiext(f"{RESULTS}/{{cohort}}/stain/target", json=".json", png=".png"),
     log:
         f"{RESULTS}/{{cohort}}/logs/stain_target.log",
     message:
-        "Fitting the {params.method} stain target of cohort {wildcards.cohort} on {params.source}"
+        "Fitting the {params.stain_norm} stain target of cohort {wildcards.cohort} on {params.stain_target}"
     params:
-        method=STAIN["stain_norm"],
-        source=STAIN["stain_target"],
-        n_patches=STAIN["stain_target_patches"],
-        seed=config["seed"],
+        **settings("features", "stain_norm", "stain_target", "stain_target_patches"), seed=config["seed"],
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -37,12 +40,14 @@ def slide_case_id(wildcards):
     return str(_slide(wildcards.cohort, wildcards.slide)["case_id"])
 
 
+def stain_target_of(wildcards):
+    """The cohort's stain target, when features are stain-normalised."""
+    return [] if STAIN["stain_norm"] is None else expand(rules.stain_target.output.json, cohort=wildcards.cohort)
+
+
 rule features:
     input:
-        slide=slide_path,
-        coords=rules.tiling.output.h5,
-        stain_target=lambda wildcards: [] if STAIN["stain_norm"] is None else
-            expand(rules.stain_target.output.json, cohort=wildcards.cohort),
+        slide=slide_path, coords=rules.tiling.output.h5, stain_target=stain_target_of,
     output:
         zarr=directory(f"{RESULTS}/{{cohort}}/features/{{encoder}}/{{slide}}.zarr"),
     log:
@@ -50,14 +55,25 @@ rule features:
     message:
         "Encoding patches of {wildcards.slide} with {wildcards.encoder}"
     params:
-        weights=config["features"]["weights"],
-        batch_size=config["features"]["batch_size"],
-        dtype=config["features"]["dtype"],
-        seed=config["seed"],
-        case_id=slide_case_id,
-        **STAIN_PARAMS,
-    threads: 1  # locally two slides encode side by side; profiles/slurm raises it (and num_workers)
+        **FEATURE_PARAMS, case_id=slide_case_id,
     conda:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/features.py"
+
+
+# One row per feature store of the cohort: what the cohort-level jobs (train, faithfulness) read, so
+# that each of them has one input rather than one per slide (planning all of TCGA stays cheap).
+rule feature_index:
+    input:
+        stores=per_slide(rules.features.output.zarr),
+    output:
+        table=f"{RESULTS}/{{cohort}}/features/{ENCODER}/index.tsv",
+    log:
+        f"{RESULTS}/{{cohort}}/logs/feature_index.log",
+    message:
+        "Listing the feature stores of cohort {wildcards.cohort}"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/feature_index.py"

@@ -1,7 +1,7 @@
 # Omics, one rule (and one omics/{name}.parquet) per modality, clinical -> survival, and splits.
 #
-# GDC cohorts (sample sheet + manifest): rna (STAR counts), cnv (gene-level copy number) and
-# mutations (masked somatic MAF). Any cohort may instead (or also) give plain tables:
+# GDC cohorts (sample sheet + manifest, in one table by rule inventory): rna (STAR counts), cnv
+# (gene-level copy number) and mutations (masked somatic MAF). Any cohort may instead (or also) give plain tables:
 #   omics_tables: {name: path}   -> omics/{name}.parquet (replaces the GDC rule of that name)
 #   clinical_table: path         -> clinical.parquet (case_id, time, event; replaces `clinical`)
 #   porpoise_table: path         -> tables/{rna,cnv,mutations}.parquet and tables/clinical.tsv (rule
@@ -10,6 +10,8 @@
 import re
 
 from preprocessing.omics import cnv_files_of, maf_files_of
+
+OMICS = f"{RESULTS}/{{cohort}}/omics"  # one {name}.parquet per modality (and the GDC rules' gene lists)
 
 
 def omics_tables(cohort):
@@ -25,7 +27,8 @@ def omics_tables(cohort):
 
 
 def omics_outputs(cohort):
-    """Every omics/{name}.parquet of a cohort, by modality name: the GDC ones, then the tables."""
+    """Every omics/{name}.parquet of a cohort, by modality name: the GDC ones, then the tables. A file's
+    stem is its modality's name: the clinical and qc scripts take the names from the paths."""
     out = {}
     if config["cohorts"][cohort].get("sample_sheet"):
         out.update({m: f"{RESULTS}/{cohort}/omics/{m}.parquet" for m in OMICS_RULES})
@@ -49,6 +52,11 @@ def table_outputs(wildcards):
     return [f"{RESULTS}/{wildcards.cohort}/omics/{n}.parquet" for n in omics_tables(wildcards.cohort)]
 
 
+def omics_files(wildcards):
+    """Input function: every omics/{name}.parquet of the job's cohort (see omics_outputs)."""
+    return list(omics_outputs(wildcards.cohort).values())
+
+
 def inventory_paths(select):
     """Input function: paths of the cohort's inventory files chosen by ``select`` (none without a sample sheet)."""
     def paths(wildcards):
@@ -56,40 +64,52 @@ def inventory_paths(select):
     return paths
 
 
+# One table of the cohort's files (its sample sheet joined with the manifest, paths under data_dir):
+# what the rules below and qc read. A GDC cohort's sample sheet is its download checkpoint's.
+rule inventory:
+    input:
+        sample_sheet=cohort_key("sample_sheet"), manifest=cohort_key("manifest"),
+    output:
+        table=f"{RESULTS}/{{cohort}}/inventory.parquet",
+    log:
+        f"{RESULTS}/{{cohort}}/logs/inventory.log",
+    message:
+        "Listing the files of cohort {wildcards.cohort} (its sample sheet joined with its manifest)"
+    params:
+        **settings("cohort", "data_dir"),
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/inventory.py"
+
+
+# longer than 15 lines: four outputs and the cohorts it serves (wildcard_constraints)
 rule rna:
     input:
-        files=rna_paths,
-        sample_sheet=cohort_key("sample_sheet"),
-        manifest=cohort_key("manifest"),
+        files=rna_paths, inventory=rules.inventory.output.table,
     output:
-        matrix=f"{RESULTS}/{{cohort}}/omics/rna.parquet",
-        counts=f"{RESULTS}/{{cohort}}/omics/rna_counts.parquet",
-        genes=f"{RESULTS}/{{cohort}}/omics/rna_genes.tsv",
-        set_aside=f"{RESULTS}/{{cohort}}/omics/rna_set_aside.tsv",
+        multiext(f"{OMICS}/rna", matrix=".parquet", counts="_counts.parquet", genes="_genes.tsv",
+                 set_aside="_set_aside.tsv"),
     wildcard_constraints:
         cohort=gdc_cohorts("rna"),
     log:
         f"{RESULTS}/{{cohort}}/logs/rna.log",
     message:
         "Collecting RNA (STAR counts: TPM and raw counts) of cohort {wildcards.cohort}"
-    params:
-        data_dir=cohort_key("data_dir"),
     conda:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/rna.py"
 
 
+# longer than 15 lines: four outputs, the cohorts it serves and the sample sheet (for tumour samples)
 rule cnv:
     input:
-        files=inventory_paths(cnv_files_of),
-        sample_sheet=cohort_key("sample_sheet"),
-        manifest=cohort_key("manifest"),
+        files=inventory_paths(cnv_files_of), inventory=rules.inventory.output.table,
+        sample_sheet=cohort_key("sample_sheet"),  # its Sample ID cells: the tumour sample of a pair
     output:
-        matrix=f"{RESULTS}/{{cohort}}/omics/cnv.parquet",
-        genes=f"{RESULTS}/{{cohort}}/omics/cnv_genes.tsv",
-        set_aside=f"{RESULTS}/{{cohort}}/omics/cnv_set_aside.tsv",
-        workflows=f"{RESULTS}/{{cohort}}/omics/cnv_workflows.tsv",  # the copy-number pipeline used per case
+        multiext(f"{OMICS}/cnv", matrix=".parquet", genes="_genes.tsv", set_aside="_set_aside.tsv",
+                 workflows="_workflows.tsv"),  # workflows: the copy-number pipeline used per case
     wildcard_constraints:
         cohort=gdc_cohorts("cnv"),
     log:
@@ -97,30 +117,26 @@ rule cnv:
     message:
         "Collecting gene-level copy number of cohort {wildcards.cohort}"
     params:
-        data_dir=cohort_key("data_dir"),
-        cnv_workflows=cohort_key("cnv_workflows"),
+        **settings("cohort", "cnv_workflows"),
     conda:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/cnv.py"
 
 
+# longer than 15 lines: the cohorts it serves and the sample sheet (for tumour samples)
 rule mutations:
     input:
-        files=inventory_paths(maf_files_of),
-        sample_sheet=cohort_key("sample_sheet"),
-        manifest=cohort_key("manifest"),
+        files=inventory_paths(maf_files_of), inventory=rules.inventory.output.table,
+        sample_sheet=cohort_key("sample_sheet"),  # its Sample ID cells: the tumour sample of a pair
     output:
-        matrix=f"{RESULTS}/{{cohort}}/omics/mutations.parquet",
-        set_aside=f"{RESULTS}/{{cohort}}/omics/mutations_set_aside.tsv",
+        multiext(f"{OMICS}/mutations", matrix=".parquet", set_aside="_set_aside.tsv"),
     wildcard_constraints:
         cohort=gdc_cohorts("mutations"),
     log:
         f"{RESULTS}/{{cohort}}/logs/mutations.log",
     message:
         "Collecting non-silent somatic mutations (MAF) of cohort {wildcards.cohort}"
-    params:
-        data_dir=cohort_key("data_dir"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -131,6 +147,8 @@ rule mutations:
 for _cohort in COHORTS:
     for _name, _table in omics_tables(_cohort).items():
 
+        # resources in the rule: profiles cannot name a generated rule
+        # longer than 15 lines: a generated rule's name: and resources:
         rule:
             name:
                 re.sub(r"\W", "_", f"tabular_omics_{_cohort}_{_name}")
@@ -142,7 +160,7 @@ for _cohort in COHORTS:
                 f"{RESULTS}/{_cohort}/logs/tabular_omics_{_name}.log",
             message:
                 f"Validating omics table {_name} of cohort {_cohort}"
-            resources:  # here, not in the profiles: they cannot name a generated rule
+            resources:
                 mem_mb=lambda wc, attempt: 8000 * attempt,
                 runtime=lambda wc, attempt: 30 * attempt,
             conda:
@@ -155,6 +173,8 @@ for _cohort in COHORTS:
 for _cohort in COHORTS:
     if config["cohorts"][_cohort].get("porpoise_table"):
 
+        # resources in the rule: profiles cannot name a generated rule
+        # longer than 15 lines: a generated rule's name: and resources:
         rule:
             name:
                 re.sub(r"\W", "_", f"porpoise_{_cohort}")
@@ -167,7 +187,7 @@ for _cohort in COHORTS:
                 f"{RESULTS}/{_cohort}/logs/porpoise.log",
             message:
                 f"Splitting the PORPOISE table of cohort {_cohort} into omics and survival tables"
-            resources:  # here, not in the profiles: they cannot name a generated rule
+            resources:
                 mem_mb=lambda wc, attempt: 8000 * attempt,
                 runtime=lambda wc, attempt: 30 * attempt,
             conda:
@@ -176,13 +196,11 @@ for _cohort in COHORTS:
                 "../scripts/porpoise.py"
 
 
+# longer than 15 lines: four inputs, and the cohorts it serves (those without a clinical_table)
 rule clinical:
     input:
-        clinical=cohort_key("clinical"),
-        sample_sheet=cohort_key("sample_sheet"),
-        manifest=cohort_key("manifest"),
-        cdr=cohort_key("cdr", []),
-        tables=table_outputs,
+        clinical=cohort_key("clinical"), inventory=rules.inventory.output.table,
+        cdr=cohort_key("cdr", []), tables=table_outputs,
     output:
         table=f"{RESULTS}/{{cohort}}/clinical.parquet",
     wildcard_constraints:
@@ -192,21 +210,18 @@ rule clinical:
     message:
         "Deriving survival ({params.endpoint}) of cohort {wildcards.cohort}"
     params:
-        data_dir=cohort_key("data_dir"),
-        endpoint=cohort_key("endpoint"),
-        table_names=lambda wildcards: list(omics_tables(wildcards.cohort)),
+        **settings("cohort", "endpoint"),
     conda:
         "../../envs/pipeline.yaml"
     script:
         "../scripts/clinical.py"
 
 
+# longer than 15 lines: three inputs, and the cohorts it serves (those with a clinical_table)
 rule tabular_clinical:
     input:
-        clinical_table=cohort_key("clinical_table"),
-        omics=lambda wildcards: list(omics_outputs(wildcards.cohort).values()),
-        sample_sheet=cohort_key("sample_sheet", []),
-        manifest=cohort_key("manifest", []),
+        clinical_table=cohort_key("clinical_table"), inventory=inventory_table,
+        omics=omics_files,
     output:
         table=f"{RESULTS}/{{cohort}}/clinical.parquet",
     wildcard_constraints:
@@ -216,9 +231,7 @@ rule tabular_clinical:
     message:
         "Validating the clinical table of cohort {wildcards.cohort}"
     params:
-        data_dir=cohort_key("data_dir", ""),
-        endpoint=cohort_key("endpoint"),
-        omics_names=lambda wildcards: list(omics_outputs(wildcards.cohort)),
+        **settings("cohort", "endpoint"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -233,13 +246,9 @@ rule splits:
     log:
         f"{RESULTS}/{{cohort}}/logs/splits.log",
     message:
-        "Making {params.n_repeats} x {params.n_folds} patient-level folds for cohort {wildcards.cohort}"
+        "Making {params.splits[n_repeats]} x {params.splits[n_folds]} patient-level folds for cohort {wildcards.cohort}"
     params:
-        n_folds=config["splits"]["n_folds"],
-        n_repeats=config["splits"]["n_repeats"],
-        val_fraction=config["splits"]["val_fraction"],
-        by_site=config["splits"]["stratify_by_site"],
-        seed=config["seed"],
+        splits=config["splits"], seed=config["seed"],
     conda:
         "../../envs/pipeline.yaml"
     script:

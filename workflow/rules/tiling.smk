@@ -2,12 +2,9 @@ if config["tiling"]["coords_from"]:
 
     rule tiling:
         input:
-            tissue=rules.tissue.output.geojson,
-            tissue_png=rules.tissue.output.png,
-            coords=lambda wildcards: external_coords(wildcards),
+            tissue=rules.tissue.output.geojson, tissue_png=rules.tissue.output.png, coords=external_coords,
         output:
-            h5=f"{RESULTS}/{{cohort}}/patches/{{slide}}.h5",
-            png=f"{RESULTS}/{{cohort}}/patches/{{slide}}.png",
+            multiext(f"{RESULTS}/{{cohort}}/patches/{{slide}}", h5=".h5", png=".png"),
         log:
             f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
         message:
@@ -21,11 +18,9 @@ else:
 
     rule tiling:
         input:
-            tissue=rules.tissue.output.geojson,
-            tissue_png=rules.tissue.output.png,
+            tissue=rules.tissue.output.geojson, tissue_png=rules.tissue.output.png,
         output:
-            h5=f"{RESULTS}/{{cohort}}/patches/{{slide}}.h5",
-            png=f"{RESULTS}/{{cohort}}/patches/{{slide}}.png",
+            multiext(f"{RESULTS}/{{cohort}}/patches/{{slide}}", h5=".h5", png=".png"),
         log:
             f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
         message:

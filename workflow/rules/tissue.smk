@@ -2,15 +2,13 @@ rule tissue:
     input:
         slide=slide_path,
     output:
-        geojson=f"{RESULTS}/{{cohort}}/tissue/{{slide}}.geojson",
-        png=f"{RESULTS}/{{cohort}}/tissue/{{slide}}.png",
+        multiext(f"{RESULTS}/{{cohort}}/tissue/{{slide}}", geojson=".geojson", png=".png"),
     log:
         f"{RESULTS}/{{cohort}}/logs/tissue/{{slide}}.log",
     message:
         "Segmenting tissue of {wildcards.slide}"
     params:
-        tissue=config["tissue"],
-        mpp_fallback=slide_mpp_override,
+        tissue=config["tissue"], mpp_fallback=slide_mpp_override,
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -17,29 +17,25 @@ def train_omics(wildcards):
     return omics_inputs(wildcards.cohort, [wildcards.model])
 
 
+FOLD = f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}"  # what train writes for one model and fold
+
+
+# longer than 15 lines: six outputs and four kinds of input
 rule train:
     input:
         unpack(train_omics),
-        features=per_slide(rules.features.output.zarr),
+        features=rules.feature_index.output.table,
         clinical=rules.clinical.output.table,
         splits=rules.splits.output.json,
     output:
-        metrics=f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}/metrics.json",
-        predictions=f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}/predictions.tsv",
-        missing=f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}/missing.tsv",
-        attention=f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}/attention.npz",
-        history=f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}/history.tsv",
-        checkpoint=f"{RESULTS}/{{cohort}}/models/{{model}}/fold{{fold}}/model.pt",
+        metrics=f"{FOLD}/metrics.json", predictions=f"{FOLD}/predictions.tsv", missing=f"{FOLD}/missing.tsv",
+        attention=f"{FOLD}/attention.npz", history=f"{FOLD}/history.tsv", checkpoint=f"{FOLD}/model.pt",
     log:
         f"{RESULTS}/{{cohort}}/logs/train/{{model}}/fold{{fold}}.log",
     message:
         "Training {wildcards.model} on fold {wildcards.fold} of cohort {wildcards.cohort}"
-    wildcard_constraints:
-        model=r"[a-z0-9][a-z0-9_-]*",
     params:
-        train=config["train"],
-        seed=config["seed"],
-        omics=lambda wildcards: sorted(train_omics(wildcards)),
+        train=config["train"], seed=config["seed"], omics=lambda wildcards: sorted(train_omics(wildcards)),
     threads: 2
     conda:
         "../../envs/pipeline.yaml"

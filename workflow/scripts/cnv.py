@@ -1,9 +1,9 @@
-from preprocessing.inventory import cnv_workflow_table, prefer_cnv_workflow, read_inventory
+from preprocessing.inventory import cnv_workflow_table, prefer_cnv_workflow, read_inventory_table
 from preprocessing.io import atomic_path, job_log
 from preprocessing.omics import cnv_files_of, with_tumour_samples, write_cnv_tables
 
 with job_log(snakemake.log[0]):
-    files = read_inventory(snakemake.input.sample_sheet, snakemake.input.manifest, snakemake.params.data_dir)
+    files = read_inventory_table(snakemake.input.inventory)
     cnv = with_tumour_samples(cnv_files_of(files), snakemake.input.sample_sheet)
     order = list(snakemake.params.cnv_workflows)
     write_cnv_tables(prefer_cnv_workflow(cnv, order)[0], snakemake.output.matrix, snakemake.output.genes,

@@ -11,5 +11,5 @@ with job_log(snakemake.log[0]):
                     ablations_out=snakemake.output.ablations,
                     fold_missing=list(snakemake.input.missing), survival=read_survival(snakemake.input.clinical),
                     splits=read_splits(snakemake.input.splits), oracle=snakemake.params.oracle,
-                    reference=snakemake.params.reference, n_boot=snakemake.params.n_boot,
-                    seed=snakemake.params.seed, title=snakemake.wildcards.cohort)
+                    reference=snakemake.params.reference_model, n_boot=snakemake.params.bootstrap,
+                    seed=snakemake.params.bootstrap_seed, title=snakemake.wildcards.cohort)

@@ -1,13 +1,13 @@
-from preprocessing.inventory import read_inventory, slides_of
+from pathlib import Path
+
+from preprocessing.inventory import read_inventory_table, slides_of
 from preprocessing.io import job_log
 from healnet.qc import write_qc_tables
 
 with job_log(snakemake.log[0]):
-    slides = None  # a cohort of tables only (no sample sheet) has no slides; its cases are still accounted for
-    if snakemake.input.sample_sheet:
-        slides = slides_of(read_inventory(snakemake.input.sample_sheet, snakemake.input.manifest,
-                                          snakemake.params.data_dir))
-    write_qc_tables(slides, snakemake.params.tissue_dir, snakemake.params.patches_dir,
-                    snakemake.params.features_dir, snakemake.input.clinical,
-                    dict(zip(snakemake.params.omics_names, snakemake.input.omics)), snakemake.input.splits,
-                    snakemake.output.slides, snakemake.output.cases, modalities=snakemake.params.modalities)
+    inp, p = snakemake.input, snakemake.params
+    # a cohort of tables only (no sample sheet, no inventory) has no slides; its cases are still accounted for
+    slides = slides_of(read_inventory_table(inp.inventory)) if inp.inventory else None
+    write_qc_tables(slides, p.tissue_dir, p.patches_dir, p.features_dir, inp.clinical,
+                    {Path(o).stem: o for o in inp.omics}, inp.splits,  # omics/{name}.parquet
+                    snakemake.output.slides, snakemake.output.cases, modalities=p.modalities)

@@ -7,5 +7,5 @@ with job_log(snakemake.log[0]):
                      dict(zip(ids, snakemake.input.slides)), dict(zip(ids, snakemake.input.patches)),
                      snakemake.output.heatmaps, snakemake.output.genes,
                      gene_names=snakemake.input.genes[0] if len(snakemake.input.genes) else None,
-                     n_cases=int(snakemake.params.n_cases), max_side=int(snakemake.params.heatmap_px),
+                     n_cases=int(snakemake.params.attention_cases), max_side=int(snakemake.params.heatmap_px),
                      truth_tumour=snakemake.input.truth_tumour[0] if len(snakemake.input.truth_tumour) else None)

@@ -8,6 +8,6 @@ with job_log(snakemake.log[0]):
     slides = viewer_slides(report_pairs(snakemake.input.heatmaps), dict(zip(ids, snakemake.input.slides)),
                            dict(zip(ids, snakemake.input.tissue)), dict(zip(ids, snakemake.input.patches)))
     attach_attention(slides, list(snakemake.input.attention), list(snakemake.input.predictions))
-    build_viewer(slides, snakemake.output.folder, title=f"{snakemake.wildcards.cohort}: {p.model} attention",
+    build_viewer(slides, snakemake.output.folder, title=f"{snakemake.wildcards.cohort}: {p.attention_model} attention",
                  openseadragon=os.path.dirname(snakemake.input.openseadragon), tile_size=int(p.tile_size),
                  quality=int(p.quality))

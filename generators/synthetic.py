@@ -1,6 +1,6 @@
 """Synthetic Aperio slides with a known tissue mask, to measure segmentation against the truth.
 
-Why: real slides come without ground truth, and the cohort of :mod:`preprocessing.demo` holds
+Why: real slides come without ground truth, and the cohort of :mod:`generators.demo` holds
 each slide in memory.  Here a scene is drawn once on a coarse *label grid* (``label_mpp`` µm/px,
 by default the segmentation's 8 µm/px) as signed fields (> 0 inside, in label px): tissue pieces
 with holes, marker-pen strokes and dust specks.  Every 256-px tile of every pyramid level is then
@@ -32,8 +32,9 @@ import numpy as np
 import scipy.fft
 import tifffile
 
+from preprocessing.io import atomic_path
+
 from .demo import APERIO_HEAD
-from .io import atomic_path
 
 BACKGROUND, TISSUE, PEN, DUST, ARTEFACT = 0, 1, 2, 3, 4  # label codes; ARTEFACT: shadow or bubble on glass
 GLASS = (241, 241, 238)
@@ -391,7 +392,7 @@ class _Renderer:
 
 def write_slide(path: str | os.PathLike, scene: Scene, size: tuple[int, int], mpp: float, label_mpp: float,
                 *, seed: int = 0, quality: int = 85, workers: int = 2, pyramid: bool = True) -> None:
-    """Write ``scene`` as an Aperio SVS (as :func:`preprocessing.demo.write_svs` lays it out:
+    """Write ``scene`` as an Aperio SVS (as :func:`generators.demo.write_svs` lays it out:
     tiled JPEG levels at downsamples 1, 4, 16, 64, a stripped thumbnail as the second IFD,
     ``MPP`` and ``AppMag`` in the descriptions), tile by tile; ``workers`` threads encode JPEG.
     Without ``pyramid``: a generic tiled JPEG TIFF of level 0 alone, its µm/px in the resolution

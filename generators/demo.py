@@ -23,7 +23,7 @@ Layout written under ``out_dir`` (GDC layout: every data file at ``{file_id}/{fi
     gdc_manifest.txt      id, filename, md5, size, state (one line per slide / RNA file)
     gdc_sample_sheet.tsv  GDC portal sample sheet
     truth.tsv, oracle.json  the planted truth and the oracle c-index
-    truth_tumour.npz      per slide, where the planted tumour texture is (see :func:`read_truth_tumour`)
+    truth_tumour.npz      per slide, where the planted tumour texture is (format: :mod:`preprocessing.truth`)
     truth_genes.tsv       the planted signal genes: gene_id (versioned, as in the STAR files), gene_name, loading
 
 Everything is a pure function of ``seed`` (byte-identical on rerun, UUIDs included); every file is
@@ -51,7 +51,8 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from .io import atomic_path, file_md5
+from preprocessing.io import atomic_path, file_md5
+from preprocessing.truth import read_truth_tumour, write_truth_tumour  # noqa: F401 (read_truth_tumour: re-exported)
 
 MISSING = "'--"  # GDC's marker for a missing clinical value
 TSS_CODES = ("A1", "A2", "AR", "BH", "E2", "GM")  # a few tissue-source-site codes
@@ -234,35 +235,6 @@ def label_cells(label: np.ndarray, cell: int = _CELL) -> tuple[np.ndarray, np.nd
     tumour = np.count_nonzero(blocks == 2, axis=(1, 3)) / counts
     tissue = np.count_nonzero(blocks > 0, axis=(1, 3)) / counts
     return (np.round(tumour * 255).astype(np.uint8), np.round(tissue * 255).astype(np.uint8))
-
-
-def write_truth_tumour(path: str | Path, cells: dict[str, tuple[np.ndarray, np.ndarray]],
-                       cell: int = _CELL) -> None:
-    """Write :data:`TRUTH_TUMOUR` (atomically): ``cell_px`` (level-0 px per cell), ``slide_ids``,
-    and per slide ``tumour/<slide_id>`` and ``tissue/<slide_id>`` from :func:`label_cells`."""
-    import io
-    import zipfile
-
-    arrays = {"cell_px": np.array(cell), "slide_ids": np.array(sorted(cells), dtype=str)}
-    for sid in sorted(cells):
-        arrays[f"tumour/{sid}"], arrays[f"tissue/{sid}"] = cells[sid]
-    # np.savez stamps the current time into the zip: written by hand for byte-identical reruns
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for key, a in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue(),
-                       compress_type=zipfile.ZIP_DEFLATED)
-
-
-def read_truth_tumour(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """(tumour share, tissue share, cell px) of :func:`write_truth_tumour`: per slide id a float
-    (rows, cols) grid in [0, 1]; cell (i, j) covers level-0 px x in [j, j + 1) * cell, y in [i, i + 1) * cell."""
-    with np.load(path, allow_pickle=False) as z:
-        ids = [str(s) for s in np.atleast_1d(z["slide_ids"])]
-        tumour = {s: z[f"tumour/{s}"].astype(np.float32) / 255 for s in ids}
-        tissue = {s: z[f"tissue/{s}"].astype(np.float32) / 255 for s in ids}
-        return tumour, tissue, int(z["cell_px"])
 
 
 def write_svs(path: str | Path, rgb: np.ndarray, *, mpp: float, app_mag: float, tile: int = 256,
@@ -668,7 +640,7 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
                                                          float_format="%.6f"))
     # where the planted signal is: per slide the tumour texture, and the signal genes
     write_truth_tumour(paths["truth_tumour"], {Path(t[0]).name[: -len(".svs")]: cells
-                                               for t, (_, cells) in zip(slide_tasks, rendered)})
+                                               for t, (_, cells) in zip(slide_tasks, rendered)}, cell=_CELL)
     signal = genes[genes["loading"] != 0]
     _write_text(paths["truth_genes"], _tsv(signal[["gene_id", "gene_name", "loading"]]))
     oracle = {"c_index": c_index, "n_cases": n_cases, "n_events": int(event.sum()), "seed": seed}
@@ -685,7 +657,7 @@ def generate_cohort(out_dir: str | Path, *, n_cases: int = 80, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m preprocessing.demo --out DIR --cases N --seed S --slide-size W H --genes G``."""
+    """CLI: ``python -m generators.demo --out DIR --cases N --seed S --slide-size W H --genes G``."""
     ap = argparse.ArgumentParser(description="Generate a deterministic synthetic TCGA-like cohort.")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--cases", type=int, default=80)

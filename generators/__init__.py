@@ -1,0 +1,12 @@
+"""Data we generate locally, in the real formats, for the demo, the tests and the benchmarks.
+
+Why a package of its own: these modules make inputs (Aperio SVS slides, GDC STAR-counts, copy
+number, MAF and clinical files, slides with a known tissue mask) instead of processing them, so
+they are kept apart from the pipeline stages in ``preprocessing``.  They may import
+``preprocessing`` (they write what the stages read); ``preprocessing`` and ``healnet`` never
+import them (tests/test_layers.py).
+
+* :mod:`generators.demo`: the bundled demo cohort with a planted signal and its oracle
+  (``python -m generators.demo --out DIR --cases N --seed S``).
+* :mod:`generators.synthetic`: synthetic slides with a known tissue mask, to score segmentation.
+"""
