@@ -98,17 +98,18 @@ def store_summary(path: str | os.PathLike) -> dict:
     """The state of a slide's store, for QC: ``exists``; ``status`` (``ok``, ``failed``, or
     ``missing`` when there is no store) and ``reason``; ``n_patches`` and ``dim`` (rows and
     columns of ``features``); ``complete``: the store is there, ``ok``, and has every row its
-    attributes announce."""
+    attributes announce; ``case_id`` (:func:`stored_case_id`, None without one)."""
     path = Path(path)
     if not path.exists():
         return {"exists": False, "status": "missing", "reason": "no feature store", "n_patches": 0, "dim": 0,
-                "complete": False}
+                "complete": False, "case_id": None}
     root = zarr.open_group(str(path), mode="r")
     attrs = root.attrs
     n, dim = root[FEATURES].shape
     status = str(attrs.get("status", "ok"))
     return {"exists": True, "status": status, "reason": str(attrs.get("reason", "")), "n_patches": int(n),
-            "dim": int(dim), "complete": status == "ok" and int(attrs.get("n_patches", n)) == n}
+            "dim": int(dim), "complete": status == "ok" and int(attrs.get("n_patches", n)) == n,
+            "case_id": stored_case_id(attrs)}
 
 
 INDEX_COLUMNS = ["slide_id", "case_id", "store", "status", "n_patches"]
@@ -128,9 +129,8 @@ def write_index(stores: list[str | os.PathLike], path: str | os.PathLike) -> Non
             n, _, _, case = open_store(store)
             status = "ok"
         else:
-            summary = store_summary(store)
-            n, status = summary["n_patches"], summary["status"]
-            case = stored_case_id(read_attrs(store)) if summary["exists"] else None
+            summary = store_summary(store)  # one open of the store gives all three
+            n, status, case = summary["n_patches"], summary["status"], summary["case_id"]
         rows.append({"slide_id": slide_of(store), "case_id": case or "", "store": store, "status": status,
                      "n_patches": int(n)})
     with atomic_path(path) as tmp:
