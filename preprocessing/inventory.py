@@ -120,6 +120,17 @@ def read_inventory(sample_sheet: str | os.PathLike, manifest: str | os.PathLike,
     return files
 
 
+def read_checked_inventory(sample_sheet: str | os.PathLike, manifest: str | os.PathLike, data_dir: str | os.PathLike,
+                           schema: str | os.PathLike) -> pd.DataFrame:
+    """:func:`read_inventory`, validated against the workflow's sample-sheet schema (a JSON-schema
+    YAML file): how planning (rules/common.smk) and rule inventory both read a cohort, so that the
+    table a job writes is the one the DAG was planned from."""
+    from snakemake.utils import validate  # raises a WorkflowError that names the failing column
+
+    files = read_inventory(sample_sheet, manifest, data_dir)
+    validate(files, str(schema))
+    return files
+
 def not_usable(files: pd.DataFrame) -> pd.DataFrame | None:
     """The files of an inventory the download step failed or skipped (see :func:`read_inventory`);
     None for an inventory of a sheet without ``Download Status``."""

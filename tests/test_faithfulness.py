@@ -1,8 +1,8 @@
-"""healnet.faithfulness: Integrated Gradients against analytic attributions, deletion curves on a
-model whose attention is planted, and on a HEALNet trained on a cohort whose signal is planted
-(tumour patches, signal genes): the rebuilt fold reproduces its predictions, removing the
-top-attended patches changes the risk more than removing random ones, and the planted truth is
-scored."""
+"""healnet.faithfulness and the modules it builds on (attribution, fold_model, fold_rebuild,
+planted_truth): Integrated Gradients against analytic attributions, deletion curves on a model
+whose attention is planted, and on a HEALNet trained on a cohort whose signal is planted (tumour
+patches, signal genes): the rebuilt fold reproduces its predictions, removing the top-attended
+patches changes the risk more than removing random ones, and the planted truth is scored."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +14,11 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from healnet.data import Cohort
-from healnet.faithfulness import (CaseInput, FoldModel, PlantedTruth, case_attention, case_deletion, case_ig,
-                                  deletion_auc, faithfulness_report, fold_faithfulness, integrated_gradients,
-                                  load_fold, rank_auc, removal_counts, removal_order)
+from healnet.attribution import deletion_auc, integrated_gradients, rank_auc, removal_counts, removal_order
+from healnet.faithfulness import faithfulness_report, fold_faithfulness
+from healnet.fold_model import CaseInput, FoldModel, case_attention, case_deletion, case_ig
+from healnet.fold_rebuild import load_fold
+from healnet.planted_truth import PlantedTruth
 from healnet.train import TrainConfig, train_fold
 
 # ---------------------------------------------------------------------------------------------

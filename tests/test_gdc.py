@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from preprocessing import gdc
+from preprocessing.gdc import api, transfer
 from preprocessing.clinical import overall_survival, read_gdc_clinical
 from preprocessing.inventory import cnv_workflow_table, not_usable, read_inventory, slides_of
 from gdc_standin import (RNA_FIELDS, SLIDE_FIELDS, GDCStandin, cnv_hit, file_hit, star_counts_hits)
@@ -99,7 +100,7 @@ def test_query_reads_every_page_and_only_matching_files():
     # 13 slides in pages of 5 (0, 5, 10), 4 RNA files in one page
     assert [(e, q["from"]) for e, q in queries] == [("files", 0), ("files", 5), ("files", 10), ("files", 0)]
     assert all(q["size"] == 5 for _, q in queries)
-    assert set(gdc.FILE_FIELDS) <= set(queries[0][1]["fields"].split(","))
+    assert set(api.FILE_FIELDS) <= set(queries[0][1]["fields"].split(","))
     row = table.set_index("file_id").loc[wanted[4]["file_id"]]
     assert (row["md5sum"], row["file_size"]) == (wanted[4]["md5sum"], len(wanted[4]["content"]))
     assert (row["case_id"], row["sample_id"], row["sample_type"]) == ("TCGA-A4-1004", "TCGA-A4-1004-01A",
@@ -333,8 +334,8 @@ def test_rna_query_takes_expression_files_not_the_controlled_junctions(tmp_path)
         report = gdc.download(_manifest([h for h in hits if h["file_id"] in set(table["file_id"])]), tmp_path,
                               server.base_url, **FAST)
         # what the workflow filter alone matches: the same run's splice junctions too, which answer 403
-        only_workflow = {"op": "and", "content": [gdc._in("analysis.workflow_type", "STAR - Counts")]}
-        both = list(gdc._hits("files", only_workflow, ["file_id", "access"], server.base_url, 10))
+        only_workflow = {"op": "and", "content": [api._in("analysis.workflow_type", "STAR - Counts")]}
+        both = list(api._hits("files", only_workflow, ["file_id", "access"], server.base_url, 10))
         junction = next(h for h in hits if h["access"] == "controlled")
         with pytest.raises(gdc.FileRefused, match="HTTP 403"):
             gdc.download_file(junction["file_id"], junction["file_name"], junction["md5sum"], junction["file_size"],
@@ -466,8 +467,8 @@ def test_pilot_takes_the_first_cases(tmp_path):
 def test_present_files_are_hashed_once_and_progress_is_logged(tmp_path, monkeypatch, caplog):
     files = _files(2, seed=26, size=300_000)
     hashed = []
-    real = gdc.file_md5
-    monkeypatch.setattr(gdc, "file_md5", lambda p: hashed.append(Path(p).name) or real(p))
+    real = transfer.file_md5  # looked up in preprocessing.gdc.transfer, where the download runs
+    monkeypatch.setattr(transfer, "file_md5", lambda p: hashed.append(Path(p).name) or real(p))
     f = files[0]
     args = (f["file_id"], f["file_name"], f["md5sum"], f["file_size"], tmp_path)
     caplog.set_level(logging.INFO, logger="preprocessing.gdc")
@@ -625,7 +626,7 @@ def test_stand_in_honours_fields_and_expand_and_refuses_unknown_fields():
             refused = post("files", **body)
             assert refused.status_code == 400 and "Unrecognized" in refused.json()["message"]
         with pytest.raises(gdc.GDCError, match=r"HTTP 400\): Unrecognized field 'files.colour'"):
-            list(gdc._hits("files", {"op": "in", "content": {"field": "files.colour", "value": ["x"]}},
+            list(api._hits("files", {"op": "in", "content": {"field": "files.colour", "value": ["x"]}},
                            ["file_id"], server.base_url, 10))
         assert post("files", filters={"op": "in", "content": {"field": "files.access", "value": ["open"]}}
                     ).json()["data"]["pagination"]["total"] == 1  # the endpoint prefix is accepted

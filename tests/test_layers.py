@@ -24,7 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LEARNING = ["model", "data", "survival", "splits", "train", "zoo", "baselines", "folds", "missing", "outputs",
             "coxnet", "attention_io", "tune"]
-REPORTING = ["evaluate", "qc", "attention_maps", "viewer", "faithfulness", "missing_curves", "summary"]
+REPORTING = ["evaluate", "qc", "attention_maps", "viewer", "faithfulness", "attribution", "fold_model", "fold_rebuild",
+             "planted_truth", "missing_curves", "summary"]
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> set[str]:

@@ -16,7 +16,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from preprocessing.gdc import download_plan, free_bytes, plan_summary, space_needed, token_source
-from preprocessing.inventory import read_inventory, rna_files_of, slides_of
+from preprocessing.inventory import read_checked_inventory, read_inventory, rna_files_of, slides_of
 from preprocessing.tabular import porpoise_modalities
 
 # Defaults live in the schemas only: validating fills in every key left out (set_default), the
@@ -111,9 +111,7 @@ GDC_COHORTS = [c for c in COHORTS if COHORT_CONFIG[c]["source"] == "gdc"]
 
 def _read_inventory(cohort):
     c = COHORT_CONFIG[cohort]
-    files = read_inventory(c["sample_sheet"], c["manifest"], c["data_dir"])
-    validate(files, str(SCHEMAS / "sample_sheet.schema.yaml"))
-    return files
+    return read_checked_inventory(c["sample_sheet"], c["manifest"], c["data_dir"], SCHEMAS / "sample_sheet.schema.yaml")
 
 
 class _Inventories(dict):
