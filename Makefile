@@ -34,7 +34,7 @@ demo: install demo-data
 	$(PY) -m healnet.summary results
 
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 # the zoomable viewer of a finished cohort (also written by the pipeline): make view COHORT=demo
 COHORT ?= demo

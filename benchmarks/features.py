@@ -30,7 +30,7 @@ every 50 ms), and the growth in % (target ≤ 20 %).  Rows are written chunk by 
 does not grow with the patch count.
 
 Slides are written tile by tile (JPEG q90, 256-px tiles, pyramid levels 1, 4, 16 with the
-Aperio layout of :func:`generators.demo.write_svs`), from a bank of 16 rendered H&E-like tiles,
+Aperio layout of :func:`generators.slide_render.write_svs`), from a bank of 16 rendered H&E-like tiles,
 and cached in ``--cache``.  Encoders other than demo-cnn get seeded random weights saved to a
 local file: throughput does not depend on the values.
 """
@@ -53,7 +53,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from generators.demo import APERIO_HEAD, render_slide  # noqa: E402
+from generators.slide_render import APERIO_HEAD, render_slide  # noqa: E402
 from preprocessing.encoders import ENCODERS, build_architecture, build_encoder  # noqa: E402
 from preprocessing.feature_store import read_features  # noqa: E402
 from preprocessing.features import extract_features, keep_freed_memory  # noqa: E402

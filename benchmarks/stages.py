@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generators.demo import render_slide, write_svs
+from generators.slide_render import render_slide, write_svs
 from preprocessing.encoders import ENCODERS, build_encoder
 from preprocessing.features import extract_features
 from preprocessing.tiling import TilingParams, tile_slide

@@ -8,5 +8,9 @@ import them (tests/test_layers.py).
 
 * :mod:`generators.demo`: the bundled demo cohort with a planted signal and its oracle
   (``python -m generators.demo --out DIR --cases N --seed S``).
+* :mod:`generators.slide_render`: H&E-like slide rendering with a planted tumour texture, and the
+  Aperio SVS writer.
+* :mod:`generators.omics_files`: GDC STAR-counts, gene-level copy number and MAF files as text.
+* :mod:`generators.clinical_export`: the GDC clinical export (clinical.tsv).
 * :mod:`generators.synthetic`: synthetic slides with a known tissue mask, to score segmentation.
 """

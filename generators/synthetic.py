@@ -34,7 +34,7 @@ import tifffile
 
 from preprocessing.io import atomic_path
 
-from .demo import APERIO_HEAD
+from .slide_render import APERIO_HEAD
 
 BACKGROUND, TISSUE, PEN, DUST, ARTEFACT = 0, 1, 2, 3, 4  # label codes; ARTEFACT: shadow or bubble on glass
 GLASS = (241, 241, 238)
@@ -392,7 +392,7 @@ class _Renderer:
 
 def write_slide(path: str | os.PathLike, scene: Scene, size: tuple[int, int], mpp: float, label_mpp: float,
                 *, seed: int = 0, quality: int = 85, workers: int = 2, pyramid: bool = True) -> None:
-    """Write ``scene`` as an Aperio SVS (as :func:`generators.demo.write_svs` lays it out:
+    """Write ``scene`` as an Aperio SVS (as :func:`generators.slide_render.write_svs` lays it out:
     tiled JPEG levels at downsamples 1, 4, 16, 64, a stripped thumbnail as the second IFD,
     ``MPP`` and ``AppMag`` in the descriptions), tile by tile; ``workers`` threads encode JPEG.
     Without ``pyramid``: a generic tiled JPEG TIFF of level 0 alone, its µm/px in the resolution

@@ -9,18 +9,30 @@ Our store is a Zarr group ``<features_dir>/<slide_id>.zarr`` with
   (``ok`` or ``failed``, with a ``reason``), library versions and, when the writer was given it,
   ``case_id``: the case the slide belongs to (see :func:`stored_case_id`).
 
-Writing is :func:`preprocessing.features.extract_features`' business (it takes the names from here);
-a store exists under its final name only once complete.  Features extracted elsewhere are read
-from CLAM and TRIDENT feature h5 files (:func:`read_feature_h5`) wherever a store is accepted.
+Writing is :func:`preprocessing.features.extract_features`' business, through the pieces here
+(:func:`partial_path`, :func:`rows_done`, :func:`create_store`, :class:`ChunkWriter`): rows go to a
+hidden partial store, chunk by chunk, and a store exists under its final name only once complete.
+Features extracted elsewhere are read from CLAM and TRIDENT feature h5 files
+(:func:`read_feature_h5`) wherever a store is accepted.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import zarr
+
+from .io import _remove
+
+if TYPE_CHECKING:  # only an annotation: the store format does not need torch
+    from .stain import StainNormaliser
+
+log = logging.getLogger(__name__)
 
 STORE_SUFFIX = ".zarr"
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -166,3 +178,77 @@ def read_feature_h5(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
              for k, v in attrs.items()}
     attrs.update(source=str(path), n_patches=len(coords), dim=int(feats.shape[1]))
     return feats, coords, attrs
+
+
+# ---------------------------------------------------------------------------------------------
+# writing: the partial store (used by preprocessing.features.extract_features)
+
+
+def partial_path(out_zarr: str | os.PathLike) -> Path:
+    """Where rows go while a slide is being encoded: a hidden sibling no glob for ``*.zarr`` matches."""
+    out = Path(out_zarr)
+    return out.with_name(f".{out.name}.tmp-partial")
+
+
+def rows_done(tmp: Path, fingerprint: dict) -> int:
+    """Rows already in a partial store written with the same ``fingerprint``, else 0 (and the
+    stale store is removed)."""
+    if not tmp.exists():
+        return 0
+    try:
+        attrs = json.loads((tmp / "zarr.json").read_text())["attributes"]
+        if attrs.get("_fingerprint") == fingerprint:
+            return int(attrs["_rows_done"])
+        why = "written with other settings"
+    except (OSError, ValueError, KeyError, TypeError) as err:  # torn by a kill: start again
+        why = f"unreadable ({err})"
+    log.info("%s: partial store %s; starting again", tmp, why)
+    _remove(tmp)
+    return 0
+
+
+def create_store(path: Path, coords: np.ndarray, dim: int, dtype: str, chunk: int,
+                 stain: StainNormaliser | None = None) -> zarr.Group:
+    """An empty ``features`` array (N × ``dim``) beside ``coords`` (N × 2), both in chunks of ``chunk`` rows;
+    with stain normalisation also ``stain_status`` (N, uint8) and ``stain_fit`` (N × K float32) per patch."""
+    root = zarr.open_group(str(path), mode="w")
+    rows = max(1, min(len(coords), chunk))
+    root.create_array(FEATURES, shape=(len(coords), dim), dtype=dtype, chunks=(rows, dim))
+    root.create_array(COORDS, data=coords, chunks=(rows, 2))
+    if stain is not None:
+        root.create_array(STAIN_STATUS, shape=(len(coords),), dtype="uint8", chunks=(rows,))
+        k = len(stain.columns)
+        root.create_array(STAIN_FIT, shape=(len(coords), k), dtype="float32", chunks=(rows, k))
+    return root
+
+
+class ChunkWriter:
+    """Appends rows to ``root[name]`` for each of ``names`` (``features``, and the per-patch stain
+    arrays when there are any) one whole chunk at a time and records progress (``_rows_done``)
+    after each chunk, so a killed job can resume at the last complete chunk."""
+
+    def __init__(self, root: zarr.Group, start: int, chunk_rows: int, names: tuple[str, ...] = (FEATURES,)):
+        self.root, self.arrays = root, [root[name] for name in names]
+        self.start = self.filled = start  # rows on disk; rows on disk + in the buffer
+        self.buffers = [np.empty((chunk_rows, *a.shape[1:]), dtype=a.dtype) for a in self.arrays]
+
+    def append(self, *columns: np.ndarray) -> None:
+        """Rows of every array, in the order of ``names``."""
+        done, n = 0, len(columns[0])
+        while done < n:
+            at = self.filled - self.start
+            take = min(n - done, len(self.buffers[0]) - at)
+            for buffer, rows in zip(self.buffers, columns):
+                buffer[at:at + take] = rows[done:done + take]
+            self.filled += take
+            done += take
+            if self.filled - self.start == len(self.buffers[0]):
+                self.flush()
+
+    def flush(self) -> None:
+        if self.filled > self.start:
+            for array, buffer in zip(self.arrays, self.buffers):
+                array[self.start:self.filled] = buffer[:self.filled - self.start]
+            self.start = self.filled
+            self.root.attrs["_rows_done"] = self.start
+            log.debug("%d rows written", self.start)

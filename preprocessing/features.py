@@ -12,8 +12,9 @@ Pipeline (one slide, one encoder)::
                                                          -> rows appended to the store, chunk by chunk
 
 Readers only read and resize uint8 pixels; normalisation happens once per batch in torch (on the
-GPU when there is one), which moves 4× fewer bytes than float patches.  Levels stored as JPEG
-tiles (Aperio, generic TIFF) are decoded straight from the file (:class:`JpegTiles`): OpenSlide's
+GPU when there is one), which moves 4× fewer bytes than float patches.  Reading is
+:mod:`preprocessing.patch_reader`'s: levels stored as JPEG tiles (Aperio, generic TIFF) are
+decoded straight from the file (:class:`~preprocessing.patch_reader.JpegTiles`): OpenSlide's
 compositing costs 0.6 ms per 256² patch on top of the 0.2 ms decode.  The direct path is checked
 against OpenSlide byte for byte on each reader's first patch and falls back to it otherwise.
 
@@ -52,26 +53,25 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import logging
 import os
 import platform
 from contextlib import nullcontext
 from pathlib import Path
 
-import cv2
 import numpy as np
 import timm
 import torch
 import zarr
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .encoders import ENCODERS, build_encoder
-from .feature_store import CASE_ID, COORDS, FEATURES, STAIN_FIT, STAIN_STATUS
+from .feature_store import (CASE_ID, FEATURES, STAIN_FIT, STAIN_STATUS, ChunkWriter, create_store, partial_path,
+                            rows_done)
 from .io import _remove
-from .slides import SlideError, best_level, open_slide
+from .patch_reader import SlidePatches, read_plan
+from .slides import SlideError
 from .stain import StainNormaliser, read_target
 from .stain import summary as stain_summary
 from .tiling import read_coords
@@ -79,159 +79,7 @@ from .tiling import read_coords
 log = logging.getLogger(__name__)
 
 CHUNK_PATCHES = 4096  # about this many rows per Zarr chunk (rounded to whole batches)
-DIRECT_VENDORS = ("aperio", "generic-tiff")  # OpenSlide vendors whose levels are plain tiled TIFF pages
 AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class JpegTiles:
-    """One pyramid level of a tiled, JPEG-compressed TIFF (Aperio SVS, generic pyramidal TIFF),
-    read straight from its tiles with tifffile (libjpeg-turbo through imagecodecs).
-
-    OpenSlide composites every region through cairo: about 0.6 ms per 256² px on top of the
-    0.2 ms JPEG decode, which on a 2-core CPU is more than a tenth of a small encoder's time.
-    The few most recent tiles are kept, so that neighbouring unaligned patches decode each tile
-    once per row.  :meth:`read` returns None where it cannot answer exactly (region outside the
-    image, missing or undecodable tile): the caller then asks OpenSlide.
-    """
-
-    def __init__(self, path: str, size: tuple[int, int], keep: int = 8):
-        import tifffile
-
-        self._tif = tifffile.TiffFile(path)
-        width, height = size
-        pages = [p for p in self._tif.pages if p.is_tiled and p.compression == 7 and p.dtype == np.uint8
-                 and p.shape == (height, width, 3) and p.planarconfig == 1]
-        if not pages:
-            self._tif.close()
-            raise LookupError(f"{path}: no tiled JPEG page of {width}×{height} px")
-        self._page = pages[0]
-        self.width, self.height = width, height
-        self.tw, self.th = self._page.tilewidth, self._page.tilelength
-        self.cols = -(-width // self.tw)
-        self._decode = self._page.decode
-        self._tiles: dict[int, np.ndarray | None] = {}  # insertion-ordered: the oldest goes first
-        self._keep = keep
-
-    def _tile(self, row: int, col: int) -> np.ndarray | None:
-        i = row * self.cols + col
-        if i not in self._tiles:
-            offset, count = self._page.dataoffsets[i], self._page.databytecounts[i]
-            tile = None
-            if count:
-                fh = self._tif.filehandle
-                fh.seek(offset)
-                try:
-                    tile = self._decode(fh.read(count), i, jpegtables=self._page.jpegtables)[0][0]
-                except Exception as err:  # corrupt: OpenSlide reads it again and names the patch
-                    log.debug("%s: tile %d undecodable: %s", self._tif.filehandle.path, i, err)
-            if len(self._tiles) >= self._keep:
-                del self._tiles[next(iter(self._tiles))]
-            self._tiles[i] = tile
-        return self._tiles[i]
-
-    def read(self, x: int, y: int, size: int) -> np.ndarray | None:
-        """RGB uint8 (size, size, 3) whose top-left is (x, y) px of this level, or None."""
-        if x < 0 or y < 0 or x + size > self.width or y + size > self.height:
-            return None
-        r0, c0 = y // self.th, x // self.tw  # first and last tile row and column
-        r1, c1 = (y + size - 1) // self.th, (x + size - 1) // self.tw
-        if (r0, c0) == (r1, c1):  # inside one tile: a view, no copy
-            tile = self._tile(r0, c0)
-            return None if tile is None else tile[y - r0 * self.th:y - r0 * self.th + size,
-                                                  x - c0 * self.tw:x - c0 * self.tw + size]
-        out = np.empty((size, size, 3), np.uint8)
-        for r in range(r0, r1 + 1):
-            for c in range(c0, c1 + 1):
-                tile = self._tile(r, c)
-                if tile is None:
-                    return None
-                ty0, tx0 = max(y, r * self.th), max(x, c * self.tw)  # overlap, level px
-                ty1, tx1 = min(y + size, (r + 1) * self.th), min(x + size, (c + 1) * self.tw)
-                out[ty0 - y:ty1 - y, tx0 - x:tx1 - x] = tile[ty0 - r * self.th:ty1 - r * self.th,
-                                                             tx0 - c * self.tw:tx1 - c * self.tw]
-        return out
-
-    def close(self) -> None:
-        self._tif.close()
-
-
-class SlidePatches(Dataset):
-    """Patches of one slide as uint8 (out_size, out_size, 3) RGB tensors.
-
-    ``level`` and ``read_size`` (px at that level) say where and how much to read.  The slide is
-    opened on first use, so each DataLoader worker gets its own handle.  Aperio and generic TIFF
-    levels stored as JPEG tiles are read with :class:`JpegTiles` once its first patch matched
-    OpenSlide's to the byte; anything else, and any patch it cannot read, goes through OpenSlide.
-    """
-
-    def __init__(self, slide_path: str, coords: np.ndarray, level: int, read_size: int, out_size: int,
-                 direct: bool = True):
-        self.slide_path, self.coords = str(slide_path), coords
-        self.level, self.read_size, self.out_size = int(level), int(read_size), int(out_size)
-        self.direct = direct
-        self._slide = self._tiles = None
-
-    def __len__(self) -> int:
-        return len(self.coords)
-
-    def __getstate__(self) -> dict:  # a handle never travels to another process
-        return {**self.__dict__, "_slide": None, "_tiles": None}
-
-    def _open(self, x: int, y: int) -> None:
-        self._slide = open_slide(self.slide_path)
-        ds = self._slide.level_downsamples[self.level]
-        vendor = self._slide.properties.get("openslide.vendor")
-        self._ds = int(ds) if ds == int(ds) else 0  # direct reads only on whole-number downsamples
-        if not (self.direct and self._ds and self._slide.backend == "openslide" and vendor in DIRECT_VENDORS):
-            return
-        try:
-            tiles = JpegTiles(self.slide_path, self._slide.level_dimensions[self.level])
-        except (LookupError, OSError, ValueError) as err:
-            log.debug("%s: no direct tile reads: %s", self.slide_path, err)
-            return
-        mine = tiles.read(x // self._ds, y // self._ds, self.read_size)
-        theirs = self._openslide(x, y)
-        if mine is not None and np.array_equal(mine, theirs):
-            self._tiles = tiles
-        else:
-            log.info("%s: direct tile reads differ from OpenSlide's; reading through OpenSlide", self.slide_path)
-            tiles.close()
-
-    def _openslide(self, x: int, y: int) -> np.ndarray:
-        return rgb_of(self._slide.read_region((x, y), self.level, (self.read_size, self.read_size)))
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        x, y = (int(v) for v in self.coords[i])
-        if self._slide is None:
-            self._open(x, y)
-        patch = None
-        if self._tiles is not None and x % self._ds == 0 and y % self._ds == 0:
-            patch = self._tiles.read(x // self._ds, y // self._ds, self.read_size)
-        if patch is None:
-            patch = self._openslide(x, y)
-        if self.read_size != self.out_size:  # never cv2.setNumThreads in a forked worker: it deadlocks
-            patch = cv2.resize(patch, (self.out_size, self.out_size), interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(np.ascontiguousarray(patch))
-
-
-def rgb_of(region: Image.Image) -> np.ndarray:
-    """RGB uint8 array of an RGBA region; fully transparent pixels (outside the scanned area)
-    become white, as :func:`~preprocessing.slides.read_region_rgb` makes them.  A region without
-    transparency, the usual case, takes one C conversion instead of three array copies."""
-    if region.getchannel("A").getextrema()[0] == 255:
-        return np.asarray(region.convert("RGB"))
-    rgba = np.asarray(region)
-    rgb = rgba[..., :3].copy()
-    rgb[rgba[..., 3] == 0] = 255
-    return rgb
-
-
-def read_plan(slide_path: str | os.PathLike, patch_size_level0: int, out_size: int) -> tuple[int, int]:
-    """(pyramid level, px to read there): the coarsest level that still gives ``out_size`` px or
-    more for a patch of ``patch_size_level0`` level-0 px."""
-    with open_slide(slide_path) as slide:
-        level = best_level(slide, patch_size_level0 / out_size)
-        return level, max(1, round(patch_size_level0 / slide.level_downsamples[level]))
 
 
 def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -276,80 +124,6 @@ def _versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__, "numpy": np.__version__,
             "openslide": openslide.__library_version__, "python": platform.python_version()}
-
-
-# ---------------------------------------------------------------------------------------------
-# the partial store
-
-
-def partial_path(out_zarr: str | os.PathLike) -> Path:
-    """Where rows go while a slide is being encoded: a hidden sibling no glob for ``*.zarr`` matches."""
-    out = Path(out_zarr)
-    return out.with_name(f".{out.name}.tmp-partial")
-
-
-def _rows_done(tmp: Path, fingerprint: dict) -> int:
-    """Rows already in a partial store written with the same ``fingerprint``, else 0 (and the
-    stale store is removed)."""
-    if not tmp.exists():
-        return 0
-    try:
-        attrs = json.loads((tmp / "zarr.json").read_text())["attributes"]
-        if attrs.get("_fingerprint") == fingerprint:
-            return int(attrs["_rows_done"])
-        why = "written with other settings"
-    except (OSError, ValueError, KeyError, TypeError) as err:  # torn by a kill: start again
-        why = f"unreadable ({err})"
-    log.info("%s: partial store %s; starting again", tmp, why)
-    _remove(tmp)
-    return 0
-
-
-def _create_store(path: Path, coords: np.ndarray, dim: int, dtype: str, chunk: int,
-                  stain: StainNormaliser | None = None) -> zarr.Group:
-    """An empty ``features`` array (N × ``dim``) beside ``coords`` (N × 2), both in chunks of ``chunk`` rows;
-    with stain normalisation also ``stain_status`` (N, uint8) and ``stain_fit`` (N × K float32) per patch."""
-    root = zarr.open_group(str(path), mode="w")
-    rows = max(1, min(len(coords), chunk))
-    root.create_array(FEATURES, shape=(len(coords), dim), dtype=dtype, chunks=(rows, dim))
-    root.create_array(COORDS, data=coords, chunks=(rows, 2))
-    if stain is not None:
-        root.create_array(STAIN_STATUS, shape=(len(coords),), dtype="uint8", chunks=(rows,))
-        k = len(stain.columns)
-        root.create_array(STAIN_FIT, shape=(len(coords), k), dtype="float32", chunks=(rows, k))
-    return root
-
-
-class _ChunkWriter:
-    """Appends rows to ``root[name]`` for each of ``names`` (``features``, and the per-patch stain
-    arrays when there are any) one whole chunk at a time and records progress (``_rows_done``)
-    after each chunk, so a killed job can resume at the last complete chunk."""
-
-    def __init__(self, root: zarr.Group, start: int, chunk_rows: int, names: tuple[str, ...] = (FEATURES,)):
-        self.root, self.arrays = root, [root[name] for name in names]
-        self.start = self.filled = start  # rows on disk; rows on disk + in the buffer
-        self.buffers = [np.empty((chunk_rows, *a.shape[1:]), dtype=a.dtype) for a in self.arrays]
-
-    def append(self, *columns: np.ndarray) -> None:
-        """Rows of every array, in the order of ``names``."""
-        done, n = 0, len(columns[0])
-        while done < n:
-            at = self.filled - self.start
-            take = min(n - done, len(self.buffers[0]) - at)
-            for buffer, rows in zip(self.buffers, columns):
-                buffer[at:at + take] = rows[done:done + take]
-            self.filled += take
-            done += take
-            if self.filled - self.start == len(self.buffers[0]):
-                self.flush()
-
-    def flush(self) -> None:
-        if self.filled > self.start:
-            for array, buffer in zip(self.arrays, self.buffers):
-                array[self.start:self.filled] = buffer[:self.filled - self.start]
-            self.start = self.filled
-            self.root.attrs["_rows_done"] = self.start
-            log.debug("%d rows written", self.start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,16 +192,16 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
 
     tmp = partial_path(out)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    start = _rows_done(tmp, fingerprint)
+    start = rows_done(tmp, fingerprint)
     try:
         if start == 0:
-            root = _create_store(tmp, coords, spec.dim, dtype, chunk, stain)
+            root = create_store(tmp, coords, spec.dim, dtype, chunk, stain)
             root.attrs.update({"_fingerprint": fingerprint, "_rows_done": 0})
         else:
             root = zarr.open_group(str(tmp), mode="r+")
             log.info("%s: resuming at patch %d of %d", Path(slide_path).name, start, n)
         names = (FEATURES,) if stain is None else (FEATURES, STAIN_STATUS, STAIN_FIT)
-        writer = _ChunkWriter(root, start, chunk, names)
+        writer = ChunkWriter(root, start, chunk, names)
         if start < n:
             dataset = SlidePatches(str(slide_path), coords, level, read_size, spec.input_size)
             _encode(model.to(dev), dataset, writer, start, batch_size=batch_size, num_workers=num_workers,
@@ -446,7 +220,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
         if stain is not None:
             meta["stain_norm"] = stain_summary(stain.target, np.zeros(0, np.uint8), np.zeros((0, len(stain.columns))),
                                                stain.settings())
-        _create_store(tmp, coords[:0], spec.dim, dtype, chunk, stain).attrs.put(meta)
+        create_store(tmp, coords[:0], spec.dim, dtype, chunk, stain).attrs.put(meta)
     except Exception:
         _remove(tmp)  # an error, not an interruption: nothing to resume
         raise
@@ -464,7 +238,7 @@ def _log_fallbacks(slide: str, summary: dict) -> None:
                     ", ".join(f"{k}: {v}" for k, v in summary["fallback"].items() if v))
 
 
-def _encode(model: torch.nn.Module, dataset: SlidePatches, writer: _ChunkWriter, start: int, *, batch_size: int,
+def _encode(model: torch.nn.Module, dataset: SlidePatches, writer: ChunkWriter, start: int, *, batch_size: int,
             num_workers: int, device: torch.device, autocast: str | None, prefetch_factor: int, spec,
             desc: str, stain: StainNormaliser | None = None) -> None:
     """Run the encoder over ``dataset[start:]`` (stain-normalised first, where ``stain`` is given)

@@ -222,7 +222,7 @@ def cohort_mosaic(slides: list[tuple[str, str]], n_patches: int = 64, seed: int 
     """A grid of ``n_patches`` patches (at the tiling's resolution and size) drawn evenly, seeded,
     from the patch coordinates of every slide of a cohort: ``slides`` is (slide path, patches h5)
     pairs.  Grid of ⌈√n⌉ columns and only full rows, so that no blank cell biases Lab statistics."""
-    from .features import SlidePatches, read_plan
+    from .patch_reader import SlidePatches, read_plan
     from .tiling import read_coords
 
     pool = []

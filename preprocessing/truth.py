@@ -21,7 +21,7 @@ def write_truth_tumour(path: str | Path, cells: dict[str, tuple[np.ndarray, np.n
                        cell: int = CELL_PX) -> None:
     """Write ``truth_tumour.npz`` (atomically): ``cell_px`` (level-0 px per cell), ``slide_ids``,
     and per slide ``tumour/<slide_id>`` and ``tissue/<slide_id>``, the uint8 (0-255) shares of
-    :func:`generators.demo.label_cells`."""
+    :func:`generators.slide_render.label_cells`."""
     import io
     import zipfile
 

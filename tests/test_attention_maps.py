@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from generators.demo import write_svs
+from generators.slide_render import write_svs
 from healnet.attention_io import Attention, read_attention, write_attention
 from healnet.attention_maps import (ALPHA, CMAP, GAP, HEADER, assign_slides, attention_report, gene_ranking,
                                     heat_grid, pick_cases, render_heatmap)

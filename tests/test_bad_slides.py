@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from generators import demo
+from generators import slide_render
 from healnet.qc import slides_table
 from preprocessing.feature_store import read_features
 from preprocessing.features import extract_features
@@ -27,7 +27,7 @@ TILE = 256  # px, write_svs's JPEG tile size
 
 
 def _tissue_rgb(seed: int = 0, size: tuple[int, int] = (1024, 768)) -> np.ndarray:
-    return demo.render_slide(np.random.default_rng(seed), size, MPP, tumour_fraction=0.5)[0]
+    return slide_render.render_slide(np.random.default_rng(seed), size, MPP, tumour_fraction=0.5)[0]
 
 
 def corrupt_tile(src: Path, dst: Path, page: int, tile: int, how: str) -> None:
@@ -59,7 +59,7 @@ def corpus(tmp_path_factory) -> dict:
     """name -> path of each input, and where the damaged tile of the corrupt slides lies."""
     d = tmp_path_factory.mktemp("bad_slides")
     good = d / "good.svs"
-    demo.write_svs(good, _tissue_rgb(), mpp=MPP, app_mag=20)
+    slide_render.write_svs(good, _tissue_rgb(), mpp=MPP, app_mag=20)
     paths = {"good": good}
 
     paths["zero_bytes"] = d / "zero_bytes.svs"
@@ -83,14 +83,14 @@ def corpus(tmp_path_factory) -> dict:
     tifffile.imwrite(paths["no_mpp"], _tissue_rgb(1), tile=(TILE, TILE), photometric="rgb", compression="jpeg")
 
     paths["blank"] = d / "blank.svs"
-    demo.write_svs(paths["blank"], demo.render_slide(np.random.default_rng(2), (1024, 768), MPP, 0.5, blank=True)[0],
+    slide_render.write_svs(paths["blank"], slide_render.render_slide(np.random.default_rng(2), (1024, 768), MPP, 0.5, blank=True)[0],
                    mpp=MPP, app_mag=20)
 
     pen = np.full((1536, 2048, 3), 245, np.uint8)  # glass with marker strokes (~100 µm wide) only
     cv2.polylines(pen, [np.array([[150, 300], [900, 800], [1800, 450]], np.int32)], False, (35, 65, 190), 200)
     cv2.polylines(pen, [np.array([[300, 1300], [1700, 1200]], np.int32)], False, (30, 110, 60), 160)
     paths["pen_only"] = d / "pen_only.svs"
-    demo.write_svs(paths["pen_only"], pen, mpp=MPP, app_mag=20)
+    slide_render.write_svs(paths["pen_only"], pen, mpp=MPP, app_mag=20)
     return {"paths": paths, "corrupt_patch": (x, y), "dir": d}
 
 

@@ -37,7 +37,9 @@ def write_config(work: Path, name: str, cohort_files: list[Path]) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["cohorts"], cfg["cohort_files"] = {}, [str(p) for p in cohort_files]
     cfg["splits"]["n_folds"] = 2
-    cfg["train"].update(epochs=2, omic_top_k=16)
+    # planning is what these tests check: two models train instead of the fourteen of the default run
+    cfg["train"].update(epochs=2, omic_top_k=16, models=["healnet", "coxnet"])
+    cfg["evaluate"]["faithfulness_models"] = ["healnet"]
     cfg["features"]["batch_size"] = 16
     path = work / name
     path.write_text(yaml.safe_dump(cfg))

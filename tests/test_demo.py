@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 from sksurv.metrics import concordance_index_censored
 
 from generators import demo
+from generators.omics_files import SIGNAL_GENES
 
 TINY = dict(n_cases=8, slide_size=(1024, 768), n_genes=200, workers=1)
 MPP = 0.5
@@ -205,7 +206,7 @@ def test_star_counts_layout(cohort):
         assert len(df) == len(genes) + 4 and len(genes) == TINY["n_genes"]
         assert genes.gene_id.str.fullmatch(r"ENSG\d{11}\.\d+").all() and genes.gene_id.is_unique
         assert set(genes.gene_type) <= {"protein_coding", "lncRNA"}
-        assert set(demo.SIGNAL_GENES) <= set(genes.gene_name)
+        assert set(SIGNAL_GENES) <= set(genes.gene_name)
         assert abs(genes.tpm_unstranded.sum() - 1e6) <= 1
         assert (genes.unstranded == genes.stranded_first + genes.stranded_second).all()
         # TPM, FPKM and FPKM-UQ are all counts / length up to a per-file constant
@@ -350,14 +351,14 @@ def test_signal_in_slides_and_rna(tmp_path):
     expr, sig = [], []
     for _, r in sheet[sheet["Data Type"] == "Gene Expression Quantification"].iterrows():
         df = pd.read_csv(_path(res, r), sep="\t", comment="#").set_index("gene_name")
-        expr.append(np.log2(df.loc[list(demo.SIGNAL_GENES), "tpm_unstranded"] + 1).mean())
+        expr.append(np.log2(df.loc[list(SIGNAL_GENES), "tpm_unstranded"] + 1).mean())
         sig.append(truth.loc[r["Case ID"], "rna_signal"])
     assert np.corrcoef(expr, sig)[0, 1] > 0.7
     # a weak echo in copy number: the signal genes' segment is gained more often when rna_signal is high
     gained, sig = [], []
     for _, r in sheet[sheet["Data Type"] == "Gene Level Copy Number"].iterrows():
         df = pd.read_csv(_path(res, r), sep="\t").set_index("gene_name")
-        gained.append(df.loc[list(demo.SIGNAL_GENES), "copy_number"].mean() > 2)
+        gained.append(df.loc[list(SIGNAL_GENES), "copy_number"].mean() > 2)
         sig.append(truth.loc[r["Case ID"].split(", ")[0], "rna_signal"])
     gained, sig = np.array(gained), np.array(sig)
     assert 0 < gained.mean() < 1 and sig[gained].mean() > sig[~gained].mean() + 0.5
@@ -388,6 +389,6 @@ def test_planted_truth_files(cohort, sheet, truth):
         assert lum[on].mean() < lum[off].mean() - 15  # the dense, dark nuclei of the planted texture
         assert np.mean(lum[tissue[sid] == 0] > 225) > 0.99  # glass outside the tissue cells (JPEG blurs edges)
     genes = pd.read_csv(cohort["truth_genes"], sep="\t")
-    assert sorted(genes["gene_name"]) == sorted(demo.SIGNAL_GENES) and (genes["loading"] > 0).all()
+    assert sorted(genes["gene_name"]) == sorted(SIGNAL_GENES) and (genes["loading"] > 0).all()
     star = pd.read_csv(cohort["rna"][0], sep="\t", comment="#").set_index("gene_name")
     assert star.loc[genes["gene_name"], "gene_id"].tolist() == genes["gene_id"].tolist()

@@ -289,7 +289,7 @@ def test_rows_are_written_in_chunks_of_whole_batches(processed, tissue_slide, tm
 
 
 def test_partial_store_of_other_settings_is_not_resumed(processed, tissue_slide, tmp_path):
-    from preprocessing.features import partial_path
+    from preprocessing.feature_store import partial_path
 
     out = tmp_path / "s.zarr"
     stale = zarr.open_group(str(partial_path(out)), mode="w")
@@ -345,7 +345,7 @@ def test_feature_h5_that_does_not_match_is_refused(tmp_path):
 
 
 def _compare_tiles_with_openslide(path, rng, sizes=(224, 256, 300), n=20):
-    from preprocessing.features import JpegTiles
+    from preprocessing.patch_reader import JpegTiles
     from preprocessing.slides import open_slide, read_region_rgb
 
     compared = 0
@@ -379,7 +379,7 @@ def test_direct_tile_reads_equal_openslide_on_a_real_aperio_slide(real_slide):
 
 
 def test_patches_are_the_same_with_and_without_direct_reads(processed, tissue_slide):
-    from preprocessing.features import SlidePatches, read_plan
+    from preprocessing.patch_reader import SlidePatches, read_plan
 
     coords, attrs = read_coords(processed["patches"] / f"{tissue_slide}.h5")
     coords = np.concatenate([coords, coords[:3] + 37])  # and a few off the tile grid
@@ -395,7 +395,7 @@ def test_patches_are_the_same_with_and_without_direct_reads(processed, tissue_sl
 def test_transparent_pixels_become_white():
     from PIL import Image
 
-    from preprocessing.features import rgb_of
+    from preprocessing.patch_reader import rgb_of
 
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., :3] = 90

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generators.demo import write_svs
-from preprocessing.feature_store import read_features
-from preprocessing.features import partial_path
+from generators.slide_render import write_svs
+from preprocessing.feature_store import partial_path, read_features
 from preprocessing.tiling import write_coords
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from sksurv.metrics import concordance_index_censored
 
-from generators.demo import write_svs
+from generators.slide_render import write_svs
 from healnet.attention_io import write_attention
 from healnet.attention_maps import attention_report
 from healnet.evaluate import evaluate_cohort

@@ -8,10 +8,11 @@ import pytest
 import torch
 import zarr
 
-from generators.demo import render_slide
+from generators.slide_render import render_slide
 from preprocessing import stain
 from preprocessing.feature_store import read_features
-from preprocessing.features import SlidePatches, extract_features
+from preprocessing.features import extract_features
+from preprocessing.patch_reader import SlidePatches
 from preprocessing.tiling import write_coords
 
 SIDE, PATCH, MPP = (2220, 2967), 256, 0.499

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from generators.demo import write_svs
+from generators.slide_render import write_svs
 from healnet.attention_io import write_attention
 from healnet.cli import main
 from healnet.viewer import OPENSEADRAGON
