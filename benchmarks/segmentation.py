@@ -40,9 +40,11 @@ import cv2  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generators import synthetic  # noqa: E402
-from preprocessing.slides import open_slide, read_thumbnail, slide_mpp  # noqa: E402
+from preprocessing.slides import open_slide, slide_mpp  # noqa: E402
+from preprocessing.thumbnails import read_thumbnail  # noqa: E402
 from preprocessing.tiling import TilingParams, tile_slide  # noqa: E402
-from preprocessing.tissue import TissueParams, polygons_to_mask, read_tissue, segment_slide  # noqa: E402
+from preprocessing.tissue import TissueParams  # noqa: E402
+from preprocessing.tissue_geojson import polygons_to_mask, read_tissue, segment_slide  # noqa: E402
 
 # CLAM (create_patches_fp.py, default seg/patch settings) on a slide like this one: wall seconds
 # including interpreter start, segmentation, patch grid, and IoU of its contours against the truth
@@ -107,7 +109,7 @@ def run_once(slide: Path, work: Path, params: TissueParams) -> dict:
 FRESH = """
 import time, warnings; t = time.perf_counter(); warnings.simplefilter("ignore", FutureWarning)
 from pathlib import Path
-from preprocessing.tissue import segment_slide
+from preprocessing.tissue_geojson import segment_slide
 from preprocessing.tiling import tile_slide
 segment_slide({slide!r}, Path({work!r}) / "f.geojson", Path({work!r}) / "f.png")
 tile_slide(Path({work!r}) / "f.geojson", Path({work!r}) / "f.h5")
@@ -131,7 +133,7 @@ warnings.simplefilter("ignore", FutureWarning)
 t0 = time.perf_counter()
 import cv2
 cv2.setNumThreads(1)
-from preprocessing.tissue import segment_slide
+from preprocessing.tissue_geojson import segment_slide
 
 def status_mb(key):
     with open("/proc/self/status") as f:

@@ -17,7 +17,7 @@ from generators.slide_render import render_slide, write_svs
 from preprocessing.encoders import ENCODERS, build_encoder
 from preprocessing.features import extract_features
 from preprocessing.tiling import TilingParams, tile_slide
-from preprocessing.tissue import segment_slide
+from preprocessing.tissue_geojson import segment_slide
 
 
 def forward_only(encoder: str, n: int, batch: int) -> float:

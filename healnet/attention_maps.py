@@ -137,8 +137,9 @@ def compose(thumbnail: np.ndarray, heat: np.ndarray, title: str, *, cmap: str = 
 
 def read_slide_thumbnail(slide_path: str | os.PathLike, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """(RGB thumbnail with its longer side <= ``max_side``, level-0 px per thumbnail px), read with
-    :func:`preprocessing.slides.read_thumbnail` (OpenSlide, or tiatoolbox for what it cannot read)."""
-    from preprocessing.slides import open_slide, read_thumbnail
+    :func:`preprocessing.thumbnails.read_thumbnail` (OpenSlide, or tiatoolbox for what it cannot read)."""
+    from preprocessing.slides import open_slide
+    from preprocessing.thumbnails import read_thumbnail
 
     with open_slide(slide_path) as slide:
         width, height = slide.dimensions

@@ -1,5 +1,6 @@
 """Cross-validation results: per-fold and summary metrics, missing-modality scenarios, and
-Kaplan–Meier curves by predicted risk.
+Kaplan–Meier curves by predicted risk (drawn by :mod:`healnet.kaplan_meier`; the headline and
+ablation tables are formatted by :mod:`healnet.headline`).
 
 Inputs are the per-fold outputs of training, ``.../models/<model>/fold<k>/``:
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections import defaultdict
@@ -40,6 +40,8 @@ import pandas as pd
 
 from preprocessing.io import atomic_path
 
+from .headline import ablation_table, headline_rst
+from .kaplan_meier import kaplan_meier_plot
 from .metrics import fold_metrics, harrell
 from .missing_curves import curves_plot, curves_table
 from .paired import paired_bootstrap
@@ -182,86 +184,6 @@ def missing_table(fold_missing) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kaplan–Meier
-
-
-def risk_groups(predictions: pd.DataFrame) -> np.ndarray:
-    """High-risk flag per case: risk above the MEDIAN OF ITS OWN FOLD's test risks (each fold's
-    model has its own risk scale), or of all cases when there is no ``fold`` column."""
-    if "fold" not in predictions.columns:
-        return (predictions["risk"] > predictions["risk"].median()).to_numpy()
-    median = predictions.groupby("fold")["risk"].transform("median")
-    return (predictions["risk"] > median).to_numpy()
-
-
-def _survival_y(predictions: pd.DataFrame):
-    return np.array(list(zip(predictions["event"].astype(bool), predictions["time"].astype(float))),
-                    dtype=[("event", bool), ("time", float)])
-
-
-def logrank_p(predictions: pd.DataFrame) -> float:
-    """Log-rank p-value (scikit-survival ``compare_survival``) of high vs low predicted risk; NaN
-    when one group is empty (all risks tied) or there is no event."""
-    from sksurv.compare import compare_survival
-
-    high = risk_groups(predictions)
-    y = _survival_y(predictions)
-    if not (high.any() and (~high).any() and y["event"].any()):
-        return float("nan")
-    return float(compare_survival(y, high)[1])
-
-
-def _km_panel(ax, predictions: pd.DataFrame, title: str) -> float:
-    from sksurv.nonparametric import kaplan_meier_estimator
-
-    high, y = risk_groups(predictions), _survival_y(predictions)
-    p_value = logrank_p(predictions)
-    for group, label, colour in ((~high, "low risk", "tab:blue"), (high, "high risk", "tab:red")):
-        if not group.any():  # all risks tied: one group only
-            continue
-        t, s = kaplan_meier_estimator(y["event"][group], y["time"][group])
-        ax.step(np.r_[0.0, t], np.r_[1.0, s], where="post", label=f"{label} (n={int(group.sum())})", color=colour)
-    ax.set_xlabel("days")
-    ax.set_ylabel("survival probability")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{title} log-rank p = {p_value:.3g}".strip())
-    ax.legend(loc="lower left")
-    return p_value
-
-
-def kaplan_meier_plot(predictions, out_png: str | os.PathLike, title: str = ""):
-    """KM curves of test cases split at the per-fold median predicted risk (:func:`risk_groups`).
-
-    ``predictions`` is one table (returns its log-rank p) or a dict model -> table (one panel per
-    model, returns a dict of p-values)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    single = isinstance(predictions, pd.DataFrame)
-    tables = {title: predictions} if single else dict(predictions)
-    if not tables:
-        raise ValueError("kaplan_meier_plot: no predictions")
-    n = len(tables)
-    cols = min(n, 4)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
-    p_values = {}
-    for ax, (name, table) in zip(axes.flat, tables.items()):
-        p_values[name] = _km_panel(ax, table, f"{name}:" if (name and not single) else name)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    if not single and title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return p_values[title] if single else p_values
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def _write_tsv(table: pd.DataFrame, path) -> None:
@@ -310,55 +232,6 @@ def paired_folds(predictions: dict[tuple[str, int], pd.DataFrame], common: dict[
     return out
 
 
-def _fmt_ci(value: float, low: float, high: float, signed: bool = False) -> str:
-    if math.isnan(value):
-        return "–"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(value)} ({f.format(low)} to {f.format(high)})"
-
-
-def headline_rst(summary: pd.DataFrame, title: str = "") -> str:
-    """reStructuredText table for the report's first page: each model's c-index (95 % CI) and its
-    paired difference to the reference (95 % CI, p) on the common test cases, and the oracle."""
-    n_cases = int(summary["n_test_cases"].max()) if len(summary) else 0
-    n_folds = int(summary["n_folds"].max()) if len(summary) else 0
-    reference = next((r for r in summary.get("reference", []) if isinstance(r, str) and r), "")
-    delta_head = f"difference to ``{reference}`` (95 % CI)" if reference else "difference (no reference model)"
-    lines = [f".. list-table:: {title + ': ' if title else ''}Harrell's c-index on the {n_cases} test cases that "
-             f"every model predicted, mean over {n_folds} folds",
-             "   :header-rows: 1", "",
-             "   * - model", "     - c-index (95 % CI)", f"     - {delta_head}", "     - p"]
-    for row in sorted(summary.itertuples(), key=lambda r: r.model != reference):  # the reference first
-        delta = _fmt_ci(row.delta_vs_reference, row.delta_ci_low, row.delta_ci_high, signed=True)
-        if row.model == reference:
-            delta = "reference"
-        p = "–" if math.isnan(row.delta_p) else f"{row.delta_p:.3f}"
-        lines += [f"   * - ``{row.model}``", f"     - {_fmt_ci(row.harrell_mean, row.harrell_ci_low, row.harrell_ci_high)}",
-                  f"     - {delta}", f"     - {p}"]
-    lines.append("")
-    if "oracle_c_index" in summary.columns and len(summary):
-        lines += [f"Oracle c-index (the planted true risk, all cases): {summary['oracle_c_index'].iloc[0]:.3f}.", ""]
-    lines += ["Paired bootstrap over patients (see the summary table's caption); each model on all the cases it "
-              "can handle: ``metrics_all_cases.tsv``.", ""]
-    return "\n".join(lines)
-
-
-def ablation_table(summary: pd.DataFrame, reference: str = "healnet") -> pd.DataFrame:
-    """HEALNet beside its ablations (:data:`healnet.zoo.ABLATIONS`) that were trained: what each
-    changes, its c-index (95 % CI) and its paired difference to ``reference`` on the same cases,
-    from the summary table; empty (columns only) when no ablation was trained."""
-    from .zoo import ABLATION_CHANGES
-
-    columns = ["model", "change", "n_test_cases", "harrell_mean", "harrell_std", "harrell_ci_low", "harrell_ci_high",
-               "delta_vs_reference", "delta_ci_low", "delta_ci_high", "delta_p"]
-    rows = summary[summary["model"].isin([reference, *ABLATION_CHANGES])]
-    if not rows["model"].isin(list(ABLATION_CHANGES)).any():
-        return pd.DataFrame(columns=columns)
-    rows = rows.assign(change=rows["model"].map({reference: "none (the reference)", **ABLATION_CHANGES}))
-    order = {m: k for k, m in enumerate([reference, *ABLATION_CHANGES])}
-    return rows.sort_values("model", key=lambda m: m.map(order))[columns].reset_index(drop=True)
-
-
 def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summary_out, km_out,
                     missing_out=None, fold_missing=(), survival: pd.DataFrame | None = None,
                     splits: list[dict] | None = None, oracle: str | os.PathLike | None = None,
@@ -371,7 +244,7 @@ def evaluate_cohort(fold_metrics_files, fold_predictions, *, metrics_out, summar
     means), the KM figure (one panel per model), and when given ``missing_modalities.tsv``,
     ``metrics_all_cases.tsv`` (each model on all its cases), the report headline (RST), and the
     missing-modality curves (``missing_curves.tsv`` and its figure, :mod:`healnet.missing_curves`),
-    and the ablation table (:func:`ablation_table`); returns the summary.  ``n_boot`` bootstrap replicates drawn with ``seed``."""
+    and the ablation table (:func:`healnet.headline.ablation_table`); returns the summary.  ``n_boot`` bootstrap replicates drawn with ``seed``."""
     predictions = read_predictions(fold_predictions)
     if not predictions:
         raise ValueError("evaluate_cohort: no fold results given")

@@ -14,7 +14,7 @@ from preprocessing.feature_store import store_path, store_summary
 from preprocessing.io import atomic_path
 from preprocessing.omics import omics_cases
 from preprocessing.tiling import read_coords
-from preprocessing.tissue import read_tissue
+from preprocessing.tissue_geojson import read_tissue
 
 from .splits import read_splits
 

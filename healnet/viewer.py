@@ -126,8 +126,10 @@ def pen_polygons(slide_path: str | os.PathLike, meta: dict) -> list:
     again with its own function and parameters on a thumbnail at its resolution."""
     from dataclasses import fields
 
-    from preprocessing.slides import open_slide, read_thumbnail, slide_info
-    from preprocessing.tissue import TissueParams, marker_mask, mask_to_polygons
+    from preprocessing.slides import open_slide, slide_info
+    from preprocessing.thumbnails import read_thumbnail
+    from preprocessing.tissue import TissueParams, marker_mask
+    from preprocessing.tissue_geojson import mask_to_polygons
 
     known = {f.name for f in fields(TissueParams)}
     params = TissueParams(**{k: v for k, v in (meta.get("params") or {}).items() if k in known})
@@ -145,7 +147,7 @@ def _rounded(polygons: list) -> list:
 def slide_overlays(s: ViewerSlide) -> dict:
     """Everything the page draws over one slide, level-0 px."""
     from preprocessing.tiling import read_coords
-    from preprocessing.tissue import read_tissue
+    from preprocessing.tissue_geojson import read_tissue
 
     polygons, meta = read_tissue(s.tissue_geojson)
     patches, attrs = read_coords(s.patches_h5)
@@ -222,7 +224,7 @@ def view_results(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     """``healnet view RESULTS/COHORT``: the viewer of a finished cohort, found by the pipeline's
     layout (heatmaps, attention of ``model``'s folds, predictions, tissue, patches; each slide's
     path as its tissue GeoJSON records it), written to ``COHORT/viewer`` unless told otherwise."""
-    from preprocessing.tissue import read_tissue
+    from preprocessing.tissue_geojson import read_tissue
 
     root = Path(cohort_dir)
     pairs = report_pairs(root / "attention" / "heatmaps")

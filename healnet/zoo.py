@@ -14,7 +14,7 @@
 * ``snn`` (omics), ``abmil`` (WSI), ``early-fusion``, ``late-fusion``: the baselines of
   :mod:`healnet.baselines`, imported only when asked for;
 * ``coxnet``: elastic-net Cox on the concatenated omics (not a torch module: trained by
-  :func:`healnet.train.train_fold` through ``healnet.baselines.fit_coxnet``).
+  :func:`healnet.train.train_fold` through ``healnet.coxnet.fit_coxnet``).
 
 Every torch model takes ``forward(tensors, masks=None, present=None, positions=None,
 return_attention=False)`` and returns (b, num_classes) discrete-hazard logits.

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from .io import atomic_path
-from .tissue import polygons_to_mask, read_tissue
+from .tissue_geojson import polygons_to_mask, read_tissue
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ def processed(demo_slides, tmp_path_factory) -> dict:
     """
     from preprocessing.features import extract_features
     from preprocessing.tiling import tile_slide
-    from preprocessing.tissue import segment_slide
+    from preprocessing.tissue_geojson import segment_slide
 
     root = tmp_path_factory.mktemp("processed")
     dirs = {name: root / name for name in ("tissue", "patches", "features")}

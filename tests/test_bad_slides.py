@@ -20,7 +20,7 @@ from preprocessing.feature_store import read_features
 from preprocessing.features import extract_features
 from preprocessing.slides import SlideError, open_slide, slide_mpp
 from preprocessing.tiling import read_coords, tile_slide
-from preprocessing.tissue import read_tissue, segment_slide
+from preprocessing.tissue_geojson import read_tissue, segment_slide
 
 MPP = 0.5  # µm/px of the generated slides
 TILE = 256  # px, write_svs's JPEG tile size

@@ -1,5 +1,5 @@
 """healnet.baselines: the neural baselines' calling convention (shapes, padding never read, absent
-modalities without effect), that each learns a planted signal, and the elastic-net Cox against
+modalities without effect), that each learns a planted signal, and the elastic-net Cox (healnet.coxnet) against
 scikit-survival's own fitted model."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 from sklearn.preprocessing import StandardScaler
 
-from healnet.baselines import BASELINES, fit_coxnet
+from healnet.baselines import BASELINES
+from healnet.coxnet import fit_coxnet
 from healnet.survival import discretise, fit_bins, nll_loss, risk_from_logits
 
 MODALITIES = ["wsi", "rna"]

@@ -15,8 +15,8 @@ from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, i
 from sksurv.util import Surv
 
 from healnet.data import open_cohort
-from healnet.evaluate import (evaluate_cohort, kaplan_meier_plot, metrics_table, missing_table, model_fold,
-                              risk_groups, summary_table)
+from healnet.evaluate import evaluate_cohort, metrics_table, missing_table, model_fold, summary_table
+from healnet.kaplan_meier import kaplan_meier_plot, risk_groups
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EDGES = [0.0, 300.0, 700.0, 1500.0, float("inf")]

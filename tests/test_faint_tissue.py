@@ -16,8 +16,10 @@ import pytest
 
 from mask_tools import grow, iou, shrink
 from generators import synthetic
-from preprocessing.slides import open_slide, read_thumbnail
-from preprocessing.tissue import TissueParams, _segment, polygons_to_mask, read_tissue, segment_slide
+from preprocessing.slides import open_slide
+from preprocessing.thumbnails import read_thumbnail
+from preprocessing.tissue import TissueParams, _segment
+from preprocessing.tissue_geojson import polygons_to_mask, read_tissue, segment_slide
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

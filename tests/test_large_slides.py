@@ -22,9 +22,10 @@ import pytest
 import tifffile
 
 from generators import synthetic
-from preprocessing import slides as slides_module
-from preprocessing.slides import SlideError, open_slide, read_region_rgb, read_thumbnail, slide_info
-from preprocessing.tissue import polygons_to_mask, read_tissue, segment_slide
+from preprocessing import thumbnails as thumbnails_module
+from preprocessing.slides import SlideError, open_slide, read_region_rgb, slide_info
+from preprocessing.thumbnails import read_thumbnail
+from preprocessing.tissue_geojson import polygons_to_mask, read_tissue, segment_slide
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -33,8 +34,9 @@ BOUND_MB = 100  # allowed growth of a child's RSS over its RSS after imports
 
 CHILD = """
 import json, sys
-from preprocessing.slides import open_slide, read_thumbnail
-from preprocessing.tissue import segment_slide
+from preprocessing.slides import open_slide
+from preprocessing.thumbnails import read_thumbnail
+from preprocessing.tissue_geojson import segment_slide
 
 def status_mb(key):
     with open("/proc/self/status") as f:
@@ -113,7 +115,7 @@ def flat_deflate(tmp_path_factory, flat_jpeg) -> tuple[Path, np.ndarray]:
 
 def test_a_non_jpeg_flat_tiff_is_read_in_strips_in_bounded_memory(flat_deflate):
     path, level0 = flat_deflate
-    assert level0.shape[0] * level0.shape[1] > slides_module.WHOLE_READ_PX  # not read in one piece
+    assert level0.shape[0] * level0.shape[1] > thumbnails_module.WHOLE_READ_PX  # not read in one piece
     result = _in_child(path, "-", 0.5)
     assert result["peak_mb"] - result["base_mb"] < BOUND_MB, result
 
@@ -124,8 +126,8 @@ def test_strips_give_the_whole_read_resized(flat_deflate, tmp_path, monkeypatch)
     level0 = np.ascontiguousarray(flat_deflate[1][:1536, :2048])
     path = tmp_path / "small.tif"
     tifffile.imwrite(path, level0, tile=(256, 256), photometric="rgb", compression="zlib")
-    monkeypatch.setattr(slides_module, "WHOLE_READ_PX", 0)
-    monkeypatch.setattr(slides_module, "STRIP_PX", 8 * 16 * 2048)
+    monkeypatch.setattr(thumbnails_module, "WHOLE_READ_PX", 0)
+    monkeypatch.setattr(thumbnails_module, "STRIP_PX", 8 * 16 * 2048)
     with open_slide(path) as slide:
         thumb, ds = read_thumbnail(slide, 0.5, 8.0)  # 16 × smaller: 12 strips of whole output rows
         odd, _ = read_thumbnail(slide, 0.5, 7.3)  # 14.6 ×: strip edges rounded to source rows
@@ -146,12 +148,12 @@ def test_aperio_rgb_jpeg_tiles_keep_their_colours(real_slide, monkeypatch):
     with open_slide(real_slide) as slide:
         W, H = slide.dimensions
         full = read_region_rgb(slide, 0, 0, 0, (W, H))
-        rows = slides_module._jpeg_rows(slide, 0, 8)
+        rows = thumbnails_module._jpeg_rows(slide, 0, 8)
         assert rows is not None
         rows.close()
         thumb, _ = read_thumbnail(slide, 0.499, 8.0)
-        monkeypatch.setattr(slides_module, "ADOBE_RGB", b"")
-        assert slides_module._jpeg_rows(slide, 0, 8) is None
+        monkeypatch.setattr(thumbnails_module, "ADOBE_RGB", b"")
+        assert thumbnails_module._jpeg_rows(slide, 0, 8) is None
         fallback, _ = read_thumbnail(slide, 0.499, 8.0)
     reference = cv2.resize(full, thumb.shape[1::-1], interpolation=cv2.INTER_AREA)
     for image in (thumb, fallback):

@@ -4,8 +4,8 @@
   omics, clinical) know nothing of the learner: no module of ``preprocessing`` imports ``healnet``.
 * Learning (``healnet.model``, ``data``, ``survival``, ``splits``, ``train``, ``zoo``, ``baselines``)
   may read the stages' outputs through ``preprocessing`` but never imports the reporting modules.
-* Reporting (``healnet.evaluate``, ``qc``, ``attention_maps``, ``viewer``, ``faithfulness``,
-  ``missing_curves``, ``summary``) may import both.
+* Reporting (``healnet.evaluate``, ``kaplan_meier``, ``headline``, ``qc``, ``attention_maps``, ``viewer``,
+  ``faithfulness``, ``missing_curves``, ``summary``) may import both.
 * Generators (``generators/``: the demo cohort, synthetic slides) make data in the formats the
   stages read, so they may import ``preprocessing``; no module of ``preprocessing`` or ``healnet``
   imports ``generators`` (what both sides share, such as the planted-truth file's format
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LEARNING = ["model", "data", "survival", "splits", "train", "zoo", "baselines", "folds", "missing", "outputs",
             "coxnet", "attention_io", "tune"]
 REPORTING = ["evaluate", "qc", "attention_maps", "viewer", "faithfulness", "attribution", "fold_model", "fold_rebuild",
-             "planted_truth", "missing_curves", "summary"]
+             "planted_truth", "missing_curves", "summary", "kaplan_meier", "headline"]
 
 
 def imported_modules(path: Path, root: Path = ROOT) -> set[str]:

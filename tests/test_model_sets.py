@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from generators.demo import generate_cohort
-from healnet.evaluate import ablation_table
+from healnet.headline import ablation_table
 from healnet.zoo import ABLATION_CHANGES, model_modalities, named_modalities, requested_modalities
 from tiny_dag import write_tiny_config
 

@@ -13,7 +13,7 @@ from preprocessing.clinical import survival_table
 from preprocessing.features import extract_features
 from preprocessing.inventory import SLIDE_TYPE
 from preprocessing.tiling import read_coords, tile_slide
-from preprocessing.tissue import read_tissue, segment_slide
+from preprocessing.tissue_geojson import read_tissue, segment_slide
 
 BROKEN = "TCGA-ZZ-0001-01Z-00-DX1.BROKEN"  # a corrupt file: fails, and its case has no clinical record
 UNPROCESSED = "TCGA-ZZ-0002-01Z-00-DX1.NEVER"  # in the inventory, but no stage ever ran on it

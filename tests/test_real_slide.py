@@ -12,7 +12,7 @@ from preprocessing.feature_store import read_features
 from preprocessing.features import extract_features
 from preprocessing.slides import open_slide, slide_info
 from preprocessing.tiling import read_coords, tile_slide
-from preprocessing.tissue import polygons_to_mask, read_tissue, segment_slide
+from preprocessing.tissue_geojson import polygons_to_mask, read_tissue, segment_slide
 
 MPP = 0.499  # µm/px, from its Aperio header
 

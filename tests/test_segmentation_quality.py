@@ -19,7 +19,8 @@ from mask_tools import grow, iou, shrink
 from generators import synthetic
 from preprocessing.slides import open_slide, read_region_rgb
 from preprocessing.tiling import read_coords, tile_slide
-from preprocessing.tissue import TissueParams, polygons_to_mask, read_tissue, segment_slide
+from preprocessing.tissue import TissueParams
+from preprocessing.tissue_geojson import polygons_to_mask, read_tissue, segment_slide
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),  # skimage deprecations
               pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")]  # TorchScript still works

@@ -9,8 +9,8 @@ import openslide
 import pytest
 import tifffile
 
-from preprocessing.slides import (SlideError, best_level, open_slide, read_region_rgb, read_thumbnail, slide_info,
-                                  slide_mpp)
+from preprocessing.slides import SlideError, best_level, open_slide, read_region_rgb, slide_info, slide_mpp
+from preprocessing.thumbnails import read_thumbnail
 
 from conftest import COHORT_MPP
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from preprocessing.tiling import TilingParams, grid_coords, read_coords, tile_slide, tissue_fractions
-from preprocessing.tissue import polygons_to_mask, read_tissue
+from preprocessing.tissue_geojson import polygons_to_mask, read_tissue
 
 from conftest import COHORT_MPP
 

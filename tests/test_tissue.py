@@ -10,9 +10,10 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from preprocessing.slides import open_slide, read_region_rgb, read_thumbnail
-from preprocessing.tissue import (TissueParams, mask_to_polygons, polygons_to_mask, read_tissue, segment_slide,
-                                  segment_tissue)
+from preprocessing.slides import open_slide, read_region_rgb
+from preprocessing.thumbnails import read_thumbnail
+from preprocessing.tissue import TissueParams, segment_tissue
+from preprocessing.tissue_geojson import mask_to_polygons, polygons_to_mask, read_tissue, segment_slide
 
 PINK = (230, 150, 190)
 GLASS = 245
