@@ -13,4 +13,8 @@ import them (tests/test_layers.py).
 * :mod:`generators.omics_files`: GDC STAR-counts, gene-level copy number and MAF files as text.
 * :mod:`generators.clinical_export`: the GDC clinical export (clinical.tsv).
 * :mod:`generators.synthetic`: synthetic slides with a known tissue mask, to score segmentation.
+* :mod:`generators.synthetic_scene`: a synthetic slide's layout on a label grid (tissue, pen, dust,
+  artefacts): the ground truth.
+* :mod:`generators.synthetic_render`: renders that scene tile by tile and writes it (SVS pyramid
+  or flat tiled TIFF).
 """
