@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from preprocessing.io import atomic_path, file_md5
-from preprocessing.truth import read_truth_tumour, write_truth_tumour  # noqa: F401 (read_truth_tumour: re-exported)
+from preprocessing.truth import write_truth_tumour
 
 from .clinical_export import clinical_export
 from .omics_files import gene_level_cnv_tsv, gene_positions, gene_table, maf_text, star_counts_tsv, tsv_text

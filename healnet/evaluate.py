@@ -38,7 +38,7 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
-from preprocessing.io import atomic_path
+from preprocessing.io import atomic_path, write_tsv_atomic
 
 from .headline import ablation_table, headline_rst
 from .kaplan_meier import kaplan_meier_plot
@@ -187,8 +187,7 @@ def missing_table(fold_missing) -> pd.DataFrame:
 
 
 def _write_tsv(table: pd.DataFrame, path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    write_tsv_atomic(table, path, float_format="%.4f")
 
 
 def read_survival(clinical: str | os.PathLike) -> pd.DataFrame:

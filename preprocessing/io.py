@@ -15,6 +15,10 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is imported by the callers; io itself stays light
+    import pandas as pd
 
 
 def _remove(path: Path) -> None:
@@ -77,6 +81,13 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_tsv_atomic(table: pd.DataFrame, path: str | os.PathLike, **to_csv) -> None:
+    """``table`` as tab-separated text (no index, ``\n`` line ends) through a temporary file;
+    ``to_csv`` passes further pandas options (e.g. ``float_format``)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, lineterminator="\n", **to_csv)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .io import write_tsv_atomic
+
 log = logging.getLogger(__name__)
 
 RNA_TYPE = "Gene Expression Quantification"
@@ -197,13 +199,6 @@ def _write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_parquet(tmp)
 
 
-def _write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    from .io import atomic_path
-
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
-
-
 def write_rna_tables(files: pd.DataFrame, matrix_out: str | os.PathLike, genes_out: str | os.PathLike,
                      set_aside_out: str | os.PathLike, counts_out: str | os.PathLike | None = None,
                      value: str = "tpm_unstranded") -> pd.DataFrame:
@@ -215,8 +210,8 @@ def write_rna_tables(files: pd.DataFrame, matrix_out: str | os.PathLike, genes_o
     _write_parquet(matrices[value], matrix_out)
     if counts_out is not None:
         _write_parquet(matrices["unstranded"], counts_out)
-    _write_tsv(genes, genes_out)
-    _write_tsv(set_aside, set_aside_out)
+    write_tsv_atomic(genes, genes_out)
+    write_tsv_atomic(set_aside, set_aside_out)
     return matrices[value]
 
 
@@ -262,8 +257,8 @@ def write_cnv_tables(files: pd.DataFrame, matrix_out: str | os.PathLike, genes_o
     """:func:`cnv_matrix` written atomically: parquet matrix, gene table and set-aside files (TSV)."""
     matrix, genes, set_aside = cnv_matrix(files)
     _write_parquet(matrix, matrix_out)
-    _write_tsv(genes, genes_out)
-    _write_tsv(set_aside, set_aside_out)
+    write_tsv_atomic(genes, genes_out)
+    write_tsv_atomic(set_aside, set_aside_out)
     return matrix
 
 
@@ -341,7 +336,7 @@ def write_mutation_tables(files: pd.DataFrame, matrix_out: str | os.PathLike,
     """:func:`mutation_matrix` written atomically: parquet matrix and set-aside files (TSV)."""
     matrix, set_aside = mutation_matrix(files)
     _write_parquet(matrix, matrix_out)
-    _write_tsv(set_aside, set_aside_out)
+    write_tsv_atomic(set_aside, set_aside_out)
     return matrix
 
 

@@ -19,6 +19,7 @@ from sksurv.metrics import concordance_index_censored
 
 from generators import demo
 from generators.omics_files import SIGNAL_GENES
+from preprocessing.truth import read_truth_tumour
 
 TINY = dict(n_cases=8, slide_size=(1024, 768), n_genes=200, workers=1)
 MPP = 0.5
@@ -368,7 +369,7 @@ def test_planted_truth_files(cohort, sheet, truth):
     """truth_tumour.npz marks, per slide, the cells of dark tumour texture (checked against the
     pixels OpenSlide reads, and against truth.tsv), and truth_genes.tsv lists the ten planted genes
     as the STAR files name them."""
-    tumour, tissue, cell = demo.read_truth_tumour(cohort["truth_tumour"])
+    tumour, tissue, cell = read_truth_tumour(cohort["truth_tumour"])
     slides = _slides(cohort, sheet)
     assert set(tumour) == {p.name[: -len(".svs")] for _, p in slides} and cell == 16
     blank_cases = set(truth.loc[truth.n_blank_slides > 0, "case_submitter_id"])

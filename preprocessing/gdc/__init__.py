@@ -8,7 +8,7 @@ import time.
 
 One module per step, each importing only those before it:
 
-* :mod:`.core` — the API address, data kinds, errors, the file-record safety check, sizes, TSV writing;
+* :mod:`.core` — the API address, data kinds, errors, the file-record safety check, sizes;
 * :mod:`.auth` — where the token for controlled files comes from;
 * :mod:`.api` — search filters, paging, the ``files`` and ``cases`` queries as tables;
 * :mod:`.cohort` — a queried cohort's manifest, sample sheet, clinical TSV and stale ids on disk;

@@ -11,22 +11,23 @@ from pathlib import Path
 import pandas as pd
 
 from ..inventory import prefer_cnv_workflow, slide_policy
+from ..io import write_tsv_atomic
 from .api import MISSING, SAMPLE_FIELDS, query_clinical, query_files
-from .core import DEFAULT_CNV_WORKFLOWS, DEFAULT_SLIDE_CODES, GDC_API, GDCError, check_file_record, write_tsv
+from .core import DEFAULT_CNV_WORKFLOWS, DEFAULT_SLIDE_CODES, GDC_API, GDCError, check_file_record
 
 log = logging.getLogger(__name__)
 
 
 def write_clinical(clinical: pd.DataFrame, path: str | os.PathLike) -> None:
     """The clinical table as the portal's TSV (``'--`` for missing), written atomically."""
-    write_tsv(clinical.fillna(MISSING), path)
+    write_tsv_atomic(clinical.fillna(MISSING), path)
 
 
 def write_manifest(files: pd.DataFrame, path: str | os.PathLike) -> None:
     """A gdc-client manifest: ``id filename md5 size state``, tab separated."""
     m = pd.DataFrame({"id": files["file_id"], "filename": files["file_name"], "md5": files["md5sum"],
                       "size": files["file_size"].astype(int), "state": files["state"]})
-    write_tsv(m, path)
+    write_tsv_atomic(m, path)
 
 
 def write_sample_sheet(files: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -42,7 +43,7 @@ def write_sample_sheet(files: pd.DataFrame, path: str | os.PathLike) -> None:
                       "Access": files["access"],
                       "Download Status": files.get("download_status", pd.Series("", index=files.index)).fillna(""),
                       "Download Reason": files.get("download_reason", pd.Series("", index=files.index)).fillna("")})
-    write_tsv(s, path)
+    write_tsv_atomic(s, path)
 
 
 def limit_cases(files: pd.DataFrame, max_cases: int | None) -> pd.DataFrame:
@@ -96,7 +97,7 @@ def fetch_cohort_metadata(project: str, kinds: list[str], out_dir: str | os.Path
     write_manifest(files, paths["manifest"])
     write_sample_sheet(pd.concat([files, skipped], ignore_index=True), paths["sample_sheet"])
     write_clinical(clinical, paths["clinical"])
-    write_tsv(stale, paths["stale_ids"])
+    write_tsv_atomic(stale, paths["stale_ids"])
     log.info("%s: %d files of %d cases (%s), %d slide(s) of other sample types counted but not fetched, "
              "%d clinical records", project, len(files), files["case_id"].nunique(),
              ", ".join(f"{k} {n}" for k, n in files["kind"].value_counts().items()), len(skipped), len(clinical))

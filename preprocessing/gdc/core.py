@@ -1,18 +1,14 @@
 """What every part of the GDC client shares: the API address, the data kinds a cohort may ask for,
 the client's errors, the check that a file record is safe to write to disk, byte sizes as the
-portal shows them, and the one way its tables are written (tab separated, atomically).
+portal shows them.
 
 It exists so that the query, the plan and the transfer agree on these without importing each other.
 """
 from __future__ import annotations
 
-import os
 import re
 
-import pandas as pd
-
 from ..inventory import SLIDE_TYPE
-from ..io import write_text_atomic
 
 GDC_API = "https://api.gdc.cancer.gov"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -76,7 +72,3 @@ def kind_of(data_type: str) -> str:
     """The cohort data kind of a GDC data type (``Slide Image`` → ``slides``); else the type itself."""
     return KIND_OF_TYPE.get(data_type, data_type)
 
-
-def write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """``table`` as tab-separated text (no index, ``\\n`` line ends), written atomically."""
-    write_text_atomic(path, table.to_csv(sep="\t", index=False, lineterminator="\n"))

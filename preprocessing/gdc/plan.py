@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..inventory import read_inventory
-from .core import GDCError, human, kind_of, write_tsv
+from ..io import write_tsv_atomic
+from .core import GDCError, human, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def write_plan(files: pd.DataFrame, data_dir: str | os.PathLike, out: str | os.P
     needed, free = space_needed(plan, margin), free_bytes(data_dir)
     log.info("%s", plan_summary(plan, data_dir, free, needed))
     check_space(plan, data_dir, margin, free)
-    write_tsv(plan.assign(free_bytes=free, needed_bytes=needed), out)
+    write_tsv_atomic(plan.assign(free_bytes=free, needed_bytes=needed), out)
     return plan
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import FileRefused, GDCError, human, write_tsv
+from ..io import write_tsv_atomic
+from .core import FileRefused, GDCError, human
 from .transfer import download_file
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def fetch_record(file_id: str, file_name: str, md5: str, size: int, kind: str, o
         log.error("%s", e)
         row = {"file_id": file_id, "file_name": file_name, "status": "failed", "reason": e.reason}
     row.update(kind=kind, size=size)
-    write_tsv(pd.DataFrame([row]).reindex(columns=RECORD_COLUMNS), record)
+    write_tsv_atomic(pd.DataFrame([row]).reindex(columns=RECORD_COLUMNS), record)
     return row
 
 
@@ -64,7 +65,7 @@ def write_progress(plan: str | os.PathLike, records_dir: str | os.PathLike, out:
     log.info("cohort so far: %d of %d files, %s of %s (%.0f%%), %d failed", total["files_done"], total["files"],
              human(total["bytes_done"]), human(total["bytes"]),
              100 * total["bytes_done"] / max(int(total["bytes"]), 1), total["files_failed"])
-    write_tsv(table, out)
+    write_tsv_atomic(table, out)
 
 
 def collect_downloads(sample_sheet: str | os.PathLike, records: list[str | os.PathLike],
@@ -84,8 +85,8 @@ def collect_downloads(sample_sheet: str | os.PathLike, records: list[str | os.Pa
     failed = sheet["File ID"].map(by_id["status"]).eq("failed")
     sheet.loc[todo, "Download Status"] = ["failed" if f else "ok" for f in failed[todo]]
     sheet.loc[todo & failed, "Download Reason"] = sheet.loc[todo & failed, "File ID"].map(by_id["reason"])
-    write_tsv(sheet, out_sheet)
-    write_tsv(table, out_table)
+    write_tsv_atomic(sheet, out_sheet)
+    write_tsv_atomic(table, out_table)
     log.info("%d files: %s", len(table), table["status"].value_counts().to_dict())
     for r in table[table["status"] == "failed"].itertuples(index=False):
         log.warning("failed: %s", r.reason)
