@@ -27,6 +27,7 @@ from typing import Sequence
 from torch import nn
 
 from .model import HEALNet
+from .names import named_modalities, requested_modalities  # noqa: F401 (public here too)
 
 BASELINES = ("snn", "abmil", "early-fusion", "late-fusion")
 OMICS_ONLY = ("snn", "coxnet")
@@ -65,17 +66,6 @@ def healnet_kwargs(name: str, kwargs: dict) -> dict:
     """HEALNet keyword arguments of architecture ``name``: ``kwargs`` with its ablation's own on top
     (saved with a checkpoint, ``HEALNet(**healnet_kwargs(...))`` rebuilds the ablation)."""
     return {**kwargs, **ABLATIONS.get(name, {})}
-
-
-def named_modalities(name: str) -> tuple[str, ...] | None:
-    """The modalities ``healnet-<m1>[-<m2>...]`` names, in its order; None for any other architecture."""
-    return tuple(name[len("healnet-"):].split("-")) if name.startswith("healnet-") else None
-
-
-def requested_modalities(name: str, configured: Sequence[str]) -> tuple[str, ...]:
-    """The modalities a run of ``name`` loads: those its name lists (``healnet-wsi-rna-cnv``), else the
-    configured ``train.modalities``: a model over more modalities than the others needs no second config."""
-    return named_modalities(name) or tuple(configured)
 
 
 def model_modalities(name: str, modalities: Sequence[str]) -> tuple[str, ...]:

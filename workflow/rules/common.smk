@@ -212,12 +212,17 @@ def slides(cohort):
     return SLIDES[cohort]
 
 
+SLIDE_ROWS = {}  # cohort -> {slide id: its row as a dict}: a dict lookup per job, not a pandas one
+
+
 def _slide(cohort, slide):
     """One slide's row; for a GDC cohort from its query, so that its jobs need not wait for the others."""
-    if cohort in GDC_COHORTS:
-        gdc_files(cohort)
-        return GDC_SLIDES[cohort].loc[slide]
-    return slides(cohort).loc[slide]
+    if cohort not in SLIDE_ROWS:
+        if cohort in GDC_COHORTS:
+            gdc_files(cohort)
+        table = GDC_SLIDES[cohort] if cohort in GDC_COHORTS else slides(cohort)
+        SLIDE_ROWS[cohort] = table.to_dict("index")
+    return SLIDE_ROWS[cohort][slide]
 
 
 wildcard_constraints:

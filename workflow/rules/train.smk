@@ -1,7 +1,7 @@
 # One architecture (the `model` wildcard: healnet, healnet-<modality>, snn, abmil, early-fusion,
 # late-fusion, coxnet; see healnet/zoo.py) trained on one fold.  Omics inputs: each modality of
 # train.modalities whose matrix a rule makes (rna; cnv and mutations when omics.smk defines them).
-from healnet.zoo import requested_modalities
+from healnet.names import requested_modalities
 
 
 def omics_inputs(cohort, models):
