@@ -1,22 +1,21 @@
-"""GDC omic files to cases × genes tables of raw values, one table per modality.
+"""GDC omic files to cases × genes tables of raw values: what the formats share, and RNA.
 
-Modalities (GDC sample-sheet ``Data Type`` → output under ``omics/``):
+Modalities (GDC sample-sheet ``Data Type`` → output under ``omics/``), a module per format:
 
 - ``Gene Expression Quantification`` (STAR - Counts TSV) → ``rna.parquet`` (TPM) and
-  ``rna_counts.parquet`` (raw ``unstranded`` read counts);
-- ``Gene Level Copy Number`` (ASCAT gene-level TSV) → ``cnv.parquet`` (``copy_number``, absolute
-  integer copies; empty where no segment covers the gene, kept as NaN);
-- ``Masked Somatic Mutation`` (MAF, may be gzipped) → ``mutations.parquet``: 1 where the case has
-  a non-silent mutation (:data:`NON_SILENT`) in the gene, else 0.
+  ``rna_counts.parquet`` (raw ``unstranded`` read counts), read here;
+- ``Gene Level Copy Number`` → ``cnv.parquet``: :mod:`preprocessing.copy_number`;
+- ``Masked Somatic Mutation`` → ``mutations.parquet``: :mod:`preprocessing.mutations`.
 
-Gene ids lose their Ensembl version suffix (``ENSG….15`` → ``ENSG…``). One file per case and
-modality is used: tumour samples only, primary tumour (01) first (:func:`choose_aliquots`); the
-others are set aside with the reason. Only parsing happens here: normalisation (log2(TPM+1),
-z-scores), imputation and feature selection are fitted inside each training fold.
+This module holds what they share: selecting a data type's files, the aliquot choice and the
+parsing helpers. Gene ids lose their Ensembl version suffix (``ENSG….15`` → ``ENSG…``). One file
+per case and modality is used: tumour samples only, primary tumour (01) first
+(:func:`choose_aliquots`); the others are set aside with the reason. Only parsing happens here:
+normalisation (log2(TPM+1), z-scores), imputation and feature selection are fitted inside each
+training fold.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 from pathlib import Path
@@ -32,15 +31,6 @@ CNV_TYPE = "Gene Level Copy Number"
 MAF_TYPE = "Masked Somatic Mutation"
 STAR_COLUMNS = ["gene_id", "gene_name", "gene_type", "unstranded", "stranded_first", "stranded_second",
                 "tpm_unstranded", "fpkm_unstranded", "fpkm_uq_unstranded"]
-CNV_COLUMNS = ["gene_id", "gene_name", "chromosome", "start", "end", "copy_number", "min_copy_number",
-               "max_copy_number"]
-MAF_REQUIRED = ["Hugo_Symbol", "Variant_Classification", "Tumor_Sample_Barcode"]
-#: Variant classifications that change the protein (or its splicing): a gene is "mutated" in a
-#: case when at least one of its variants has one of these. Silent, intronic, UTR, flanking,
-#: intergenic and RNA variants are not counted.
-NON_SILENT = frozenset({"Missense_Mutation", "Nonsense_Mutation", "Frame_Shift_Del", "Frame_Shift_Ins",
-                        "In_Frame_Del", "In_Frame_Ins", "Splice_Site", "Nonstop_Mutation",
-                        "Translation_Start_Site"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,6 +134,21 @@ def _numeric(table: pd.DataFrame, columns: list[str], path: str | os.PathLike) -
     return table
 
 
+def _cases_by_genes(columns: dict[str, pd.Series]) -> pd.DataFrame:
+    """Per-case series (gene id index) to a cases × genes frame indexed by ``case_id``."""
+    matrix = pd.DataFrame(columns).T.sort_index() if columns else pd.DataFrame()
+    matrix.index.name = "case_id"
+    matrix.columns = matrix.columns.astype(str)
+    return matrix
+
+
+def _write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp)
+
+
 # ----------------------------------------------------------------------------------------------
 # RNA
 
@@ -184,21 +189,6 @@ def rna_matrices(files: pd.DataFrame, values: tuple[str, ...] = ("tpm_unstranded
     return matrices, genes.reset_index(), set_aside
 
 
-def _cases_by_genes(columns: dict[str, pd.Series]) -> pd.DataFrame:
-    """Per-case series (gene id index) to a cases × genes frame indexed by ``case_id``."""
-    matrix = pd.DataFrame(columns).T.sort_index() if columns else pd.DataFrame()
-    matrix.index.name = "case_id"
-    matrix.columns = matrix.columns.astype(str)
-    return matrix
-
-
-def _write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    from .io import atomic_path
-
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp)
-
-
 def write_rna_tables(files: pd.DataFrame, matrix_out: str | os.PathLike, genes_out: str | os.PathLike,
                      set_aside_out: str | os.PathLike, counts_out: str | os.PathLike | None = None,
                      value: str = "tpm_unstranded") -> pd.DataFrame:
@@ -213,131 +203,6 @@ def write_rna_tables(files: pd.DataFrame, matrix_out: str | os.PathLike, genes_o
     write_tsv_atomic(genes, genes_out)
     write_tsv_atomic(set_aside, set_aside_out)
     return matrices[value]
-
-
-# ----------------------------------------------------------------------------------------------
-# copy number
-
-
-def read_gene_level_cnv(path: str | os.PathLike) -> pd.DataFrame:
-    """Genes of a GDC 'Gene Level Copy Number' TSV, indexed by versionless Ensembl id.
-
-    ``copy_number`` (and min/max) are absolute copies; an empty cell (gene in no segment) is NaN.
-    """
-    table = _numeric(_read_tsv_checked(path, CNV_COLUMNS, "gene-level copy-number"),
-                     ["start", "end", "copy_number", "min_copy_number", "max_copy_number"], path)
-    table["gene_id"] = _strip_version(table["gene_id"])
-    return table.drop_duplicates("gene_id", keep="first").set_index("gene_id")
-
-
-def cnv_matrix(files: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Cases × genes of ``copy_number`` from gene-level copy-number files (one aliquot per case).
-
-    Returns the matrix, the gene table (id, name, chromosome, start, end) and the files set aside.
-    """
-    chosen, set_aside = choose_aliquots(files)
-    columns, genes = {}, []
-    for case_id, path in zip(chosen["case_id"], chosen["path"]):
-        table = read_gene_level_cnv(path)
-        columns[case_id] = table["copy_number"]
-        genes.append(table[["gene_name", "chromosome", "start", "end"]])
-    matrix = _cases_by_genes(columns)
-    if genes:
-        gene_table = pd.concat(genes)
-        gene_table = gene_table[~gene_table.index.duplicated()].reindex(matrix.columns)
-    else:
-        gene_table = pd.DataFrame(columns=["gene_name", "chromosome", "start", "end"])
-    gene_table.index.name = "gene_id"
-    log.info("CNV: %d cases × %d genes (%d files set aside)", *matrix.shape, len(set_aside))
-    return matrix, gene_table.reset_index(), set_aside
-
-
-def write_cnv_tables(files: pd.DataFrame, matrix_out: str | os.PathLike, genes_out: str | os.PathLike,
-                     set_aside_out: str | os.PathLike) -> pd.DataFrame:
-    """:func:`cnv_matrix` written atomically: parquet matrix, gene table and set-aside files (TSV)."""
-    matrix, genes, set_aside = cnv_matrix(files)
-    _write_parquet(matrix, matrix_out)
-    write_tsv_atomic(genes, genes_out)
-    write_tsv_atomic(set_aside, set_aside_out)
-    return matrix
-
-
-# ----------------------------------------------------------------------------------------------
-# mutations
-
-
-def _is_gzip(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def read_maf(path: str | os.PathLike) -> pd.DataFrame:
-    """The variants of a MAF (``#`` comment lines first; plain or gzipped): Hugo_Symbol,
-    Variant_Classification, Tumor_Sample_Barcode and ``case_id`` (the barcode's first 12 characters).
-
-    A missing required column (or a missing header) is an error naming the file.
-    """
-    gz = _is_gzip(path)
-    opener = gzip.open if gz else open
-    n_comments = 0
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.startswith("#"):
-                break
-            n_comments += 1
-    try:
-        table = pd.read_csv(path, sep="\t", skiprows=n_comments, dtype=str, keep_default_na=False,
-                            compression="gzip" if gz else None, low_memory=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty MAF file (no header line)") from None
-    missing = [c for c in MAF_REQUIRED if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: not a MAF file: missing column(s) {', '.join(missing)} "
-                         f"(header starts {list(table.columns)[:5]})")
-    table = table[MAF_REQUIRED].copy()
-    table["case_id"] = table["Tumor_Sample_Barcode"].str[:12]
-    return table
-
-
-def mutation_matrix(files: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Binary cases × genes (Hugo symbols): 1 where the case has a :data:`NON_SILENT` variant.
-
-    Cases are those of the chosen MAF files (one per case) plus any case named by a tumour
-    barcode in them; a case whose MAF has no non-silent variant is a row of zeros. Variants
-    without a gene symbol (``Unknown``, empty) or from a non-tumour barcode are not counted
-    (logged). Returns the matrix and the files set aside.
-    """
-    chosen, set_aside = choose_aliquots(files)
-    cases, hits = set(chosen["case_id"]), []
-    for path in chosen["path"]:
-        maf = read_maf(path)
-        tumour = maf["Tumor_Sample_Barcode"].map(sample_type_code).between(1, 9)
-        if (~tumour).any():
-            log.warning("%s: %d variant(s) of non-tumour barcodes not counted", path, int((~tumour).sum()))
-        maf = maf[tumour]
-        cases |= set(maf["case_id"])
-        non_silent = maf[maf["Variant_Classification"].isin(NON_SILENT)]
-        no_gene = non_silent["Hugo_Symbol"].isin(["", "Unknown"])
-        if no_gene.any():
-            log.warning("%s: %d non-silent variant(s) without a gene symbol not counted", path, int(no_gene.sum()))
-        hits.append(non_silent.loc[~no_gene, ["case_id", "Hugo_Symbol"]])
-    pairs = pd.concat(hits, ignore_index=True).drop_duplicates() if hits else pd.DataFrame(columns=["case_id", "Hugo_Symbol"])
-    matrix = pd.crosstab(pairs["case_id"], pairs["Hugo_Symbol"]).clip(upper=1) if len(pairs) else pd.DataFrame()
-    matrix = matrix.reindex(index=sorted(cases), columns=sorted(matrix.columns), fill_value=0).astype("int8")
-    matrix.index.name, matrix.columns.name = "case_id", None
-    matrix.columns = matrix.columns.astype(str)
-    log.info("Mutations: %d cases × %d genes with a non-silent mutation (%d files set aside)",
-             *matrix.shape, len(set_aside))
-    return matrix, set_aside
-
-
-def write_mutation_tables(files: pd.DataFrame, matrix_out: str | os.PathLike,
-                          set_aside_out: str | os.PathLike) -> pd.DataFrame:
-    """:func:`mutation_matrix` written atomically: parquet matrix and set-aside files (TSV)."""
-    matrix, set_aside = mutation_matrix(files)
-    _write_parquet(matrix, matrix_out)
-    write_tsv_atomic(set_aside, set_aside_out)
-    return matrix
 
 
 def omics_cases(paths: dict[str, str | os.PathLike]) -> dict[str, set[str]]:

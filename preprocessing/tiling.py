@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from .io import atomic_path
-from .tissue_geojson import polygons_to_mask, read_tissue
+from .tissue import TissueParams
+from .tissue_geojson import polygons_to_mask, read_tissue, segment_slide
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,19 @@ def import_coords(external_h5: str | os.PathLike, geojson_path: str | os.PathLik
         draw_grid(tissue_png, qc_png, coords, size0, float(meta.get("thumbnail_downsample", 1.0)))
     log.info("%s: %d patches taken from %s (%s)", meta.get("slide_id"), len(coords), external_h5, status)
     return {"slide_id": meta.get("slide_id"), "status": status, "reason": reason, "n_patches": int(len(coords))}
+
+
+def segment_and_tile(slide_path: str | os.PathLike, out, tissue: TissueParams = TissueParams(),
+                     tiling: TilingParams = TilingParams(), *, mpp_fallback: float | None = None,
+                     coords: str | os.PathLike | None = None) -> dict:
+    """One slide from its file to its patch coordinates: segment its tissue (``out.tissue``, GeoJSON, and
+    ``out.tissue_png``), then tile it at ``tiling.target_mpp`` µm/px, or take ``coords`` (a CLAM or
+    TRIDENT h5 file) instead, writing ``out.h5`` and its QC thumbnail ``out.png``.  ``out``: anything
+    with those four attributes (the job's ``snakemake.output``, a namespace).  Returns the tiling summary."""
+    segment_slide(slide_path, out.tissue, out.tissue_png, tissue, mpp_fallback)
+    if coords is not None:
+        return import_coords(coords, out.tissue, out.h5, tissue_png=out.tissue_png, qc_png=out.png)
+    return tile_slide(out.tissue, out.h5, tiling, tissue_png=out.tissue_png, qc_png=out.png)
 
 
 def read_coords(h5_path: str | os.PathLike) -> tuple[np.ndarray, dict]:

@@ -9,9 +9,10 @@ import pytest
 from healnet.qc import slides_table, write_qc_tables
 from healnet.splits import write_splits
 from preprocessing.clinical import survival_table
+from preprocessing.copy_number import read_gene_level_cnv
 from preprocessing.inventory import RNA_TYPE, SLIDE_TYPE
-from preprocessing.omics import (CNV_TYPE, MAF_TYPE, STAR_COLUMNS, read_gene_level_cnv, read_maf,
-                                 read_star_counts, write_rna_tables)
+from preprocessing.mutations import read_maf
+from preprocessing.omics import CNV_TYPE, MAF_TYPE, STAR_COLUMNS, read_star_counts, write_rna_tables
 from preprocessing.tabular import read_clinical_table, read_omics_table
 
 M = "'--"

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from preprocessing.inventory import (RNA_TYPE, SLIDE_TYPE, cnv_workflow_of, not_usable, prefer_cnv_workflow,
-                                     read_inventory, read_manifest, rna_files_of, slide_id, slide_policy, slides_of)
+                                     read_checked_inventory, read_inventory, read_manifest, rna_files_of, slide_id,
+                                     slide_policy, slides_of)
 from preprocessing.omics import CNV_TYPE
 
 
@@ -208,3 +209,32 @@ def test_slide_policy_and_cnv_preference():
         "c1": "CNV pipeline ASCAT2 not preferred for this case",
         "c4": "CNV pipeline AscatNGS not in cnv_workflows ['ASCAT3', 'ASCAT2', 'ABSOLUTE LiftOver']"}
     assert set(prefer_cnv_workflow(files, ["AscatNGS", "ASCAT2"])[0]["file_id"]) == {"s1", "s2", "s3", "c1", "c4"}
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "sample_sheet.schema.yaml"
+
+
+@pytest.mark.parametrize("column, value, problem", [(None, None, None), ("md5", "not-a-digest", "md5"),
+                                                    ("Case ID", "nobarcode", "case_id")])
+def test_checked_inventory_agrees_with_snakemake_validate(tiny, column, value, problem):
+    """Planning validates each row against the sample-sheet schema with one validator; what it rejects,
+    Snakemake's own (one validator per row) rejects too, and its error names the sheet, row and field."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    tmp_path, sheet, manifest = tiny
+    if column == "md5":
+        manifest.loc[manifest["id"] == "f2", "md5"] = value
+    elif column:
+        sheet.loc[sheet["File ID"] == "f2", column] = value
+    paths = _write(sheet, tmp_path / "s.tsv"), _write(manifest, tmp_path / "m.txt"), "/data"
+    if problem is None:
+        files = read_checked_inventory(*paths, SCHEMA)
+        validate(files.copy(), str(SCHEMA))
+        pd.testing.assert_frame_equal(files, read_inventory(*paths))
+        return
+    with pytest.raises(WorkflowError):
+        validate(read_inventory(*paths), str(SCHEMA))
+    with pytest.raises(ValueError) as err:
+        read_checked_inventory(*paths, SCHEMA)
+    assert str(paths[0]) in str(err.value) and "row 2 (r2.tsv)" in str(err.value) and problem in str(err.value)

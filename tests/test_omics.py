@@ -1,4 +1,4 @@
-"""preprocessing.omics: STAR-counts parsing, one tumour aliquot per case, and the cases × genes matrix."""
+"""preprocessing.omics, copy_number, mutations: STAR/CNV/MAF parsing, one tumour aliquot per case, the matrices."""
 from __future__ import annotations
 
 import csv
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from preprocessing.omics import (CNV_COLUMNS, NON_SILENT, STAR_COLUMNS, choose_aliquots, cnv_matrix, maf_files_of,
-                                 mutation_matrix, read_gene_level_cnv, read_maf, read_star_counts, rna_matrices,
-                                 sample_type_code, tumour_sample, with_tumour_samples, write_cnv_tables,
-                                 write_mutation_tables, write_rna_tables)
+from preprocessing.copy_number import CNV_COLUMNS, cnv_matrix, read_gene_level_cnv, write_cnv_tables
+from preprocessing.mutations import NON_SILENT, mutation_matrix, read_maf, write_mutation_tables
+from preprocessing.omics import (STAR_COLUMNS, choose_aliquots, maf_files_of, read_star_counts, rna_matrices,
+                                 sample_type_code, tumour_sample, with_tumour_samples, write_rna_tables)
 
 HEADER = "\t".join(STAR_COLUMNS)
 

@@ -4,7 +4,7 @@ The cluster is installed (Debian packages) when missing and started in a tempora
 skips, with the reason, where that is impossible, except when HEALNET_REQUIRE_SLURM=1 (.ci/run sets
 it), where it fails. Only what this machine cannot give is overridden on the command line: memory and
 CPUs (the profile asks for TCGA-sized jobs on GPU nodes) and the first status check (5 s, not 40 s).
-Partitions (cpu, gpu), the GPU request, the tissue + tiling grouping and retries come from the profile;
+Partitions (cpu, gpu), the GPU request, the tiling grouping and retries come from the profile;
 the cluster has both partitions and two fake GPUs (GRES) on its node.
 """
 from __future__ import annotations
@@ -116,12 +116,12 @@ def test_demo_dag_runs_through_the_slurm_profile(cluster, tmp_path, monkeypatch)
     assert ext_ids and ext_ids == set(acct), (sorted(ext_ids), sorted(acct))
     assert all(row["State"] == "COMPLETED" and row["ExitCode"] == "0:0" for row in acct.values()), acct
 
-    # one SLURM job per job of Snakemake's job stats, except tissue + tiling of all slides: one group
-    # job (up to 50 slides per job); `all` runs on the submit host
+    # one SLURM job per job of Snakemake's job stats, except the tiling of all slides: one group job
+    # (up to 50 slides per job); `all` runs on the submit host
     stats = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", log, re.S)
     counts = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats.group(1), re.M)}
-    assert counts["tissue"] == counts["tiling"] == cohort["n_slides"]
-    expected = {r: n for r, n in counts.items() if r not in ("tissue", "tiling", "all")} | {"group": 1}
+    assert counts["tiling"] == cohort["n_slides"] and "tissue" not in counts
+    expected = {r: n for r, n in counts.items() if r not in ("tiling", "all")} | {"group": 1}
     by_rule: dict[str, list[dict]] = {}
     for jid, row in acct.items():
         rule = row["Comment"].removeprefix("rule_").split("_wildcards")[0]  # the plugin's --comment

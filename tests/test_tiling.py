@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 
-from preprocessing.tiling import TilingParams, grid_coords, read_coords, tile_slide, tissue_fractions
+from preprocessing.tiling import TilingParams, grid_coords, read_coords, segment_and_tile, tile_slide, tissue_fractions
 from preprocessing.tissue_geojson import polygons_to_mask, read_tissue
 
 from conftest import COHORT_MPP
@@ -177,3 +178,16 @@ def test_read_coords_keeps_trident_level0_size(tmp_path):
     coords, attrs = read_coords(path)
     assert coords.dtype == np.int64 and coords.tolist() == [[10, 20]]
     assert attrs["patch_size_level0"] == 448 and attrs["target_magnification"] == 20
+
+
+def test_segment_and_tile_is_the_two_stages_in_one(processed, tmp_path):
+    """The workflow's one job per slide writes what segmenting, then tiling, wrote as separate steps:
+    the same tissue polygons and the same patch coordinates."""
+    sid, path = next((s, p) for s, p in processed["slide_paths"].items() if processed["tiling"][s]["n_patches"])
+    out = SimpleNamespace(tissue=tmp_path / "t.geojson", tissue_png=tmp_path / "t.png", h5=tmp_path / "p.h5",
+                          png=tmp_path / "p.png")
+    summary = segment_and_tile(path, out)
+    assert summary == processed["tiling"][sid]
+    assert read_tissue(out.tissue)[0] == read_tissue(processed["tissue"] / f"{sid}.geojson")[0]
+    np.testing.assert_array_equal(read_coords(out.h5)[0], read_coords(processed["patches"] / f"{sid}.h5")[0])
+    assert out.png.stat().st_size > 0 and out.tissue_png.stat().st_size > 0

@@ -151,7 +151,7 @@ rule faithfulness:
 # longer than 15 lines: it reads what every stage made of each slide and case
 rule qc:
     input:
-        tissue=per_slide(rules.tissue.output.geojson), patches=per_slide(rules.tiling.output.h5),
+        tissue=per_slide(rules.tiling.output.tissue), patches=per_slide(rules.tiling.output.h5),
         features=per_slide(rules.features.output.zarr), clinical=rules.clinical.output.table,
         omics=omics_files, splits=rules.splits.output.json, inventory=inventory_table,  # none: a cohort of tables
     output:
@@ -162,7 +162,7 @@ rule qc:
     message:
         "Accounting for every slide and case of cohort {wildcards.cohort}"
     params:
-        tissue_dir=output_dir(rules.tissue.output.geojson), patches_dir=output_dir(rules.tiling.output.h5),
+        tissue_dir=output_dir(rules.tiling.output.tissue), patches_dir=output_dir(rules.tiling.output.h5),
         features_dir=output_dir(rules.features.output.zarr), modalities=config["train"]["modalities"],
     conda:
         "../../envs/pipeline.yaml"

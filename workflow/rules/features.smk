@@ -41,13 +41,14 @@ def slide_case_id(wildcards):
 
 
 def stain_target_of(wildcards):
-    """The cohort's stain target, when features are stain-normalised."""
-    return [] if STAIN["stain_norm"] is None else expand(rules.stain_target.output.json, cohort=wildcards.cohort)
+    """The cohort's stain target, when features are stain-normalised (only then an input function: each
+    one is called for every job while planning)."""
+    return expand(rules.stain_target.output.json, cohort=wildcards.cohort)
 
 
 rule features:
     input:
-        slide=slide_path, coords=rules.tiling.output.h5, stain_target=stain_target_of,
+        slide=slide_path, coords=rules.tiling.output.h5, stain_target=[] if STAIN["stain_norm"] is None else stain_target_of,
     output:
         zarr=directory(f"{RESULTS}/{{cohort}}/features/{{encoder}}/{{slide}}.zarr"),
     log:

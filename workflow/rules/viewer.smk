@@ -15,7 +15,7 @@ rule viewer:
     input:
         heatmaps=rules.attention_maps.output.heatmaps,
         attention=attention_fold_outputs("attention"), predictions=attention_fold_outputs("predictions"),
-        tissue=per_slide(rules.tissue.output.geojson), patches=per_slide(rules.tiling.output.h5), slides=slide_paths,
+        tissue=per_slide(rules.tiling.output.tissue), patches=per_slide(rules.tiling.output.h5), slides=slide_paths,
         openseadragon=os.path.join(workflow.basedir, config["viewer"]["openseadragon"], "openseadragon.min.js"),
     output:
         folder=directory(f"{RESULTS}/{{cohort}}/viewer"),  # index.html, tiles/, data/, openseadragon/

@@ -1,6 +1,7 @@
+from preprocessing.copy_number import write_cnv_tables
 from preprocessing.inventory import cnv_workflow_table, prefer_cnv_workflow, read_inventory_table
 from preprocessing.io import atomic_path, job_log
-from preprocessing.omics import cnv_files_of, with_tumour_samples, write_cnv_tables
+from preprocessing.omics import cnv_files_of, with_tumour_samples
 
 with job_log(snakemake.log[0]):
     files = read_inventory_table(snakemake.input.inventory)

@@ -1,6 +1,7 @@
 from preprocessing.inventory import read_inventory_table
 from preprocessing.io import job_log
-from preprocessing.omics import maf_files_of, with_tumour_samples, write_mutation_tables
+from preprocessing.mutations import write_mutation_tables
+from preprocessing.omics import maf_files_of, with_tumour_samples
 
 with job_log(snakemake.log[0]):
     files = read_inventory_table(snakemake.input.inventory)

@@ -1,6 +1,8 @@
 from preprocessing.io import job_log
-from preprocessing.tiling import TilingParams, tile_slide
+from preprocessing.tiling import TilingParams, segment_and_tile
+from preprocessing.tissue import TissueParams
 
 with job_log(snakemake.log[0]):
-    tile_slide(snakemake.input.tissue, snakemake.output.h5, TilingParams(**snakemake.params.tiling),
-               tissue_png=snakemake.input.tissue_png, qc_png=snakemake.output.png)
+    segment_and_tile(snakemake.input.slide, snakemake.output, TissueParams(**snakemake.params.tissue),
+                     TilingParams(**snakemake.params.tiling), mpp_fallback=snakemake.params.mpp_fallback,
+                     coords=snakemake.input.coords or None)
