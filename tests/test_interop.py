@@ -3,13 +3,14 @@ their files feed our pipeline instead of our tiling."""
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import cv2
 import h5py
 import numpy as np
 import openslide
 
-from preprocessing.tiling import TilingParams, import_coords, read_coords, tile_slide
+from preprocessing.tiling import TilingParams, import_coords, read_coords, segment_and_tile, tile_slide
 
 
 def clam_loader(h5_path, slide_path):
@@ -77,6 +78,13 @@ def test_a_clam_file_replaces_our_tiling(processed, blank_slide_id, tmp_path):
     np.testing.assert_array_equal(got, coords)
     assert attrs["patch_size_level0"] == 256 and attrs["target_mpp"] == 0.5 and attrs["source"] == str(clam)
     assert cv2.imread(str(tmp_path / "qc.png")) is not None
+
+    # the workflow's one job per slide (tiling.coords_from): segment, then take the same file's coordinates
+    job = SimpleNamespace(tissue=tmp_path / "t.geojson", tissue_png=tmp_path / "t.png", h5=tmp_path / "job.h5",
+                          png=tmp_path / "job.png")
+    assert segment_and_tile(processed["slide_paths"][sid], job, coords=clam) == summary
+    np.testing.assert_array_equal(read_coords(job.h5)[0], coords)
+    assert read_coords(job.h5)[1]["source"] == str(clam)
 
 
 def test_a_missing_external_file_fails_the_slide_with_its_name(processed, blank_slide_id, tmp_path):
