@@ -7,7 +7,13 @@
 # mutations `omics_tables` and its `clinical_table`, which rule porpoise_<cohort> writes under tables/.
 import os
 import re
+import sys
 from pathlib import Path
+
+# jsonschema loads every optional format checker it finds: rfc3987-syntax (installed with the Jupyter
+# packages some dependencies bring) compiles a grammar for ~3 s at import, per Snakemake process, for
+# the "iri" format that no schema here uses. Without it, jsonschema skips that checker by design.
+sys.modules.setdefault("rfc3987_syntax", None)
 
 import yaml
 from snakemake.exceptions import WorkflowError

@@ -16,9 +16,9 @@ rule tiling:
     log:
         f"{RESULTS}/{{cohort}}/logs/tiling/{{slide}}.log",
     message:
-        "Segmenting tissue of {wildcards.slide}, then {params.grid}"
+        f"Segmenting tissue of {{wildcards.slide}}, then {GRID}"
     params:
-        tissue=config["tissue"], tiling=TILING, mpp_fallback=slide_mpp_override, grid=GRID,
+        tissue=config["tissue"], tiling=TILING, mpp_fallback=slide_mpp_override,
     conda:
         "../../envs/pipeline.yaml"
     script:
