@@ -1,6 +1,6 @@
 # Tissue segmentation and patch coordinates of one slide, as one job. Segmentation takes seconds and
-# tiling is its only reader: a job each would double the per-slide jobs Snakemake plans (all of TCGA:
-# benchmarks/dag.py) and submits, to save seconds when only the tiling settings change. With
+# tiling always needs it first: a job each would double the per-slide jobs Snakemake plans (all of
+# TCGA: benchmarks/dag.py) and submits, to save seconds when only the tiling settings change. With
 # tiling.coords_from, the coordinates come from existing CLAM/TRIDENT files instead of the grid.
 TILING = {k: v for k, v in config["tiling"].items() if k not in ("coords_from", "coords_pattern")}
 GRID = f"coordinates from {config['tiling']['coords_from']}" if config["tiling"]["coords_from"] else \
