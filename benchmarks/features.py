@@ -14,7 +14,8 @@ For each encoder and each (torch threads, DataLoader workers) setting it prints,
 
 ``--stain`` repeats the full stage for each stain normalisation (``none``, ``macenko``,
 ``vahadane``, ``reinhard``), each normalising to a target fitted on a 64-patch mosaic of the
-slide (:func:`preprocessing.stain.cohort_mosaic`), so the table shows the stage with and without it.
+slide (:func:`preprocessing.stain_target.cohort_mosaic`), so the table shows the stage with and
+without it.
 
 Every measurement runs in a fresh process, as a Snakemake job encodes one slide (a process that
 already ran the encoder has a large heap, which forked DataLoader workers would share
@@ -283,7 +284,7 @@ def main() -> None:
 
 def stain_targets(methods: list[str], slide: Path, h5: Path, cache: Path) -> dict[str, Path]:
     """A target JSON per stain normalisation but ``none``, fitted on a 64-patch mosaic of the slide."""
-    from preprocessing.stain import cohort_mosaic, fit_target, write_target
+    from preprocessing.stain_target import cohort_mosaic, fit_target, write_target
 
     out = {}
     for method in (m for m in methods if m != "none"):

@@ -72,8 +72,9 @@ from .feature_store import (CASE_ID, FEATURES, STAIN_FIT, STAIN_STATUS, ChunkWri
 from .io import _remove
 from .patch_reader import SlidePatches, read_plan
 from .slides import SlideError
-from .stain import StainNormaliser, read_target
+from .stain import StainNormaliser
 from .stain import summary as stain_summary
+from .stain_target import read_target
 from .tiling import read_coords
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def extract_features(slide_path: str | os.PathLike, coords_h5: str | os.PathLike
     the stored precision; ``autocast`` the CUDA compute precision (``bfloat16``, ``float16`` or
     ``None`` for float32; the CPU always computes in float32).  ``chunk_rows`` (rounded up to whole
     batches; default about 4096) is the Zarr chunk and the resume granularity.
-    ``stain_target`` (a target JSON written by :func:`preprocessing.stain.write_target`, or its
+    ``stain_target`` (a target JSON written by :func:`preprocessing.stain_target.write_target`, or its
     content) normalises each batch's stains on the device before the encoder
     (:mod:`preprocessing.stain`); the store then has ``stain_status`` and ``stain_fit`` per patch
     and a ``stain_norm`` attribute.  None: no normalisation, and no trace of it in the store.

@@ -2,7 +2,7 @@
 
 It exists apart from :mod:`preprocessing.features` because reading pixels (pyramid level choice,
 direct JPEG tile decoding checked against OpenSlide, resizing) is a different job from encoding
-them, and :mod:`preprocessing.stain` reads patches the same way to build a cohort's target.
+them, and :mod:`preprocessing.stain_target` reads patches the same way to build a cohort's target.
 :class:`SlidePatches` is the DataLoader dataset (one slide handle per worker, opened lazily);
 :class:`JpegTiles` decodes Aperio / generic TIFF tiles straight from the file, skipping
 OpenSlide's compositing (0.6 ms per 256² patch on top of the 0.2 ms decode).

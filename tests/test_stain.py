@@ -1,6 +1,7 @@
-"""Stain normalisation (preprocessing/stain.py) on the real Aperio region the test setup fetches
-(CMU-1, skin H&E) towards a target of another look (the demo renderer's H&E), and as a stage of
-feature extraction: what the store records, fallbacks for blank and pen patches, determinism."""
+"""Stain normalisation (preprocessing/stain.py, its target preprocessing/stain_target.py) on the
+real Aperio region the test setup fetches (CMU-1, skin H&E) towards a target of another look (the
+demo renderer's H&E), and as a stage of feature extraction: what the store records, fallbacks for
+blank and pen patches, determinism."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 import zarr
 
 from generators.slide_render import render_slide
-from preprocessing import stain
+from preprocessing import stain, stain_target
 from preprocessing.feature_store import read_features
 from preprocessing.features import extract_features
 from preprocessing.patch_reader import SlidePatches
@@ -50,7 +51,7 @@ def _vectors(method: str, rgb: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("method, median_deg, max_deg", [("macenko", 2.0, 6.0), ("vahadane", 4.0, 7.0)])
 def test_normalised_real_patches_have_the_target_stains(real_patches, other_look, method, median_deg, max_deg):
     x = real_patches[0]
-    target = stain.fit_target(method, other_look, "demo render")
+    target = stain_target.fit_target(method, other_look, "demo render")
     ref = torch.tensor(target["stain_matrix"])
     out, status, fit = stain.StainNormaliser(target)(x)
     assert (status == 0).all() and torch.isfinite(fit).all()
@@ -65,7 +66,7 @@ def test_normalised_real_patches_have_the_target_stains(real_patches, other_look
 
 def test_reinhard_gives_the_target_lab_statistics(real_patches, other_look):
     x = real_patches[0]
-    target = stain.fit_target("reinhard", other_look, "demo render")
+    target = stain_target.fit_target("reinhard", other_look, "demo render")
     out, status, _ = stain.StainNormaliser(target)(x)
     assert (status == 0).all()
     mean = torch.tensor(target["lab_mean"])
@@ -80,7 +81,7 @@ def test_batched_macenko_is_torchstains_macenko(real_patches, other_look):
     from torchstain.torch.normalizers import TorchMacenkoNormalizer
 
     x = real_patches[0][:6]
-    target = stain.fit_target("macenko", other_look, "demo render")
+    target = stain_target.fit_target("macenko", other_look, "demo render")
     ours, status, _ = stain.StainNormaliser(target, stride=1)(x)
     reference = TorchMacenkoNormalizer()
     reference.HERef, reference.maxCRef = torch.tensor(target["stain_matrix"]), torch.tensor(target["max_concentration"])
@@ -96,7 +97,7 @@ def test_blank_and_pen_patches_fall_back_to_raw(real_patches, other_look):
     pen[:, :, :120] = torch.tensor([40, 70, 190], dtype=torch.uint8)  # blue marker over half the patch
     batch = torch.cat([x, glass, pen])
     for method in stain.METHODS:
-        out, status, fit = stain.StainNormaliser(stain.fit_target(method, other_look, "demo render"))(batch)
+        out, status, fit = stain.StainNormaliser(stain_target.fit_target(method, other_look, "demo render"))(batch)
         assert [stain.STATUS[int(s)] for s in status] == ["ok", "ok", "blank", "pen"], method
         assert torch.equal(out[2:], batch[2:]) and not torch.equal(out[:2], batch[:2])
         assert torch.isnan(fit[2:]).all() and torch.isfinite(fit[:2]).all()
@@ -104,9 +105,9 @@ def test_blank_and_pen_patches_fall_back_to_raw(real_patches, other_look):
 
 def test_a_target_without_stain_is_refused():
     with pytest.raises(ValueError, match="stained"):
-        stain.fit_target("macenko", np.full((64, 64, 3), 240, np.uint8), "glass.png")
+        stain_target.fit_target("macenko", np.full((64, 64, 3), 240, np.uint8), "glass.png")
     with pytest.raises(ValueError, match="unknown stain_norm"):
-        stain.fit_target("ruifrok", np.zeros((8, 8, 3), np.uint8), "x")
+        stain_target.fit_target("ruifrok", np.zeros((8, 8, 3), np.uint8), "x")
 
 
 def test_store_records_method_target_and_fallbacks(real_slide, real_patches, other_look, tmp_path):
@@ -118,8 +119,8 @@ def test_store_records_method_target_and_fallbacks(real_slide, real_patches, oth
     write_coords(h5, np.concatenate([coords[:5], glass[None]]), {"width": SIDE[0], "height": SIDE[1], "mpp": MPP,
                                                             "slide_id": "s"}, patch_size=PATCH, size0=PATCH,
                  target_mpp=MPP)
-    target = stain.fit_target("macenko", other_look, "demo render")
-    stain.write_target(target, tmp_path / "target.json")
+    target = stain_target.fit_target("macenko", other_look, "demo render")
+    stain_target.write_target(target, tmp_path / "target.json")
     meta = extract_features(real_slide, h5, tmp_path / "a.zarr", batch_size=4, stain_target=tmp_path / "target.json")
     feats, _, attrs = read_features(tmp_path / "a.zarr")
     s = attrs["stain_norm"]

@@ -1,5 +1,5 @@
 from preprocessing.io import atomic_path, job_log
-from preprocessing.stain import cohort_mosaic, fit_target, read_image, write_target
+from preprocessing.stain_target import cohort_mosaic, fit_target, read_image, write_target
 
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params
