@@ -10,7 +10,7 @@ that quotes, per cohort, an elastic-net Cox c-index (``GBMLGG 0.822 ± 0.019, ..
 
 * :func:`healnet.cli.run_cv` on the table (HEALNet on all three modalities, rna, cnv, mutations;
   ``--ablations`` adds HEALNet's ablation variants as rows; patient-level folds × repeats,
-  seed 0, the default :class:`healnet.train.TrainConfig` unless ``--epochs``/``--device``), into
+  seed 0, the default :class:`healnet.train_config.TrainConfig` unless ``--epochs``/``--device``), into
   ``OUT/<cohort>/``.  A fold with ``metrics.json`` is not trained again, so an interrupted run
   resumes; ``OUT/<cohort>/benchmark.json`` records folds, repeats and settings, and a rerun with
   other ones into the same ``--out`` is refused (its old folds would be reused silently).

@@ -284,7 +284,8 @@ def worker(spec: dict) -> dict:
     from healnet.folds import prepare_fold
     from healnet.survival import nll_loss
     from healnet.model import l1_penalty
-    from healnet.train import TrainConfig, _batches, _run
+    from healnet.train import _batches, _run
+    from healnet.train_config import TrainConfig
     from healnet.zoo import build_model
 
     torch.set_num_threads(spec["threads"])

@@ -128,7 +128,7 @@ def patient_groups(case_ids: list[str], clinical: str | None = None, column: str
 
 
 def train_config(modalities: tuple[str, ...], settings: dict, *, architecture: str, seed: int):
-    from .train import config_from_dict
+    from .train_config import config_from_dict
 
     return config_from_dict({**settings, "modalities": modalities}, seed=seed, architecture=architecture)
 

@@ -132,7 +132,7 @@ def _omics_matrix(data: FoldData, widths: list[int], drop: np.ndarray | None = N
 
 def train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg, out_dir, fold: int) -> dict:
     """Elastic-net Cox on the fold's normalised, selected, concatenated omics (``cfg``: the
-    :class:`healnet.train.TrainConfig` of the run, its modalities those coxnet reads).  The transforms and
+    :class:`healnet.train_config.TrainConfig` of the run, its modalities those coxnet reads).  The transforms and
     bins are those of the fold (fitted on its training cases); with no early stopping to drive
     (fit_coxnet picks its penalty by inner cross-validation) the validation cases join the fit."""
     subsets, edges, transforms = prepare_fold(cohort, split, replace(cfg, omic_top_k=None))  # its penalty selects

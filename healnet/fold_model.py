@@ -44,7 +44,7 @@ class FoldModel:
     fold: int
     architecture: str
     modalities: tuple[str, ...]
-    config: object  # healnet.train.TrainConfig of the run (modalities: those of the architecture)
+    config: object  # healnet.train_config.TrainConfig of the run (modalities: those of the architecture)
     model: torch.nn.Module
     features: dict[str, list[str]]  # omics modality -> feature ids, in token / channel order
     cases: list[CaseInput]

@@ -114,7 +114,7 @@ def load_fold(fold_dir: str | os.PathLike, cohort, *, max_cases: int | None = No
     a ``ValueError`` says so.  Not checked for a model trained with ``train_missing`` (its test
     predictions had modalities removed), nor for a case whose bag had to be subsampled anew (a
     model that records no patch list, e.g. a baseline, on bags over ``max_patches``)."""
-    from .train import TrainConfig
+    from .train_config import TrainConfig
     from .zoo import build_model
 
     fold_dir = Path(fold_dir)

@@ -32,7 +32,7 @@ class FoldData:
 def prepare_fold(cohort: Cohort, split: dict[str, list[str]], cfg):
     """Fit the fold's transforms on its training cases and build the three subsets.
 
-    ``cfg``: a :class:`healnet.train.TrainConfig` (modalities, n_bins, omic_top_k, omic_select,
+    ``cfg``: a :class:`healnet.train_config.TrainConfig` (modalities, n_bins, omic_top_k, omic_select,
     log_omics, omic_tokens, max_patches, seed).  WSI bags are not read here beyond the streaming
     statistics pass over the training bags: each subset holds :class:`BagView` s (kept rows + the
     fold's statistics) that read on demand."""

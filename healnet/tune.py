@@ -21,7 +21,7 @@ does with them, so the score measures the configuration that will actually be tr
   early stopping and patience as configured) and reports the c-index of the checkpoint kept.  That
   checkpoint was chosen on the same cases, as in the outer run, for every trial alike.
 
-The best trial's parameters become :class:`~healnet.train.TrainConfig` overrides (see
+The best trial's parameters become :class:`~healnet.train_config.TrainConfig` overrides (see
 :func:`tuned_config`, called by ``train_fold`` when ``cfg.tune_trials > 0``).
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def sample(trial) -> dict:
 
 
 def overrides(point: dict, cfg) -> dict:
-    """:class:`~healnet.train.TrainConfig` overrides of a point of :data:`SPACE`; ``model`` is
+    """:class:`~healnet.train_config.TrainConfig` overrides of a point of :data:`SPACE`; ``model`` is
     ``cfg.model`` with the point's model keys merged in."""
     out = {k: v for k, v in point.items() if k not in MODEL_KEYS}
     model = dict(cfg.model)

@@ -19,7 +19,8 @@ from healnet.faithfulness import faithfulness_report, fold_faithfulness
 from healnet.fold_model import CaseInput, FoldModel, case_attention, case_deletion, case_ig
 from healnet.fold_rebuild import load_fold
 from healnet.planted_truth import PlantedTruth
-from healnet.train import TrainConfig, train_fold
+from healnet.train import train_fold
+from healnet.train_config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
 # primitives

@@ -15,7 +15,8 @@ import pytest
 from healnet.data import Cohort
 from healnet.splits import make_splits
 from healnet.survival import concordance
-from healnet.train import TrainConfig, train_fold
+from healnet.train import train_fold
+from healnet.train_config import TrainConfig
 
 N, DIM, GENES, SIGNAL = 300, 8, 40, 8
 CFG = TrainConfig(epochs=20, lr=2e-3, batch_size=16, omic_top_k=16, patience=6, device="cpu", seed=0,

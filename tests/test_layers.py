@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNING = ["model", "data", "survival", "splits", "train", "zoo", "baselines", "folds", "missing", "outputs",
-            "coxnet", "attention_io", "tune"]
+            "coxnet", "attention_io", "tune", "train_config"]
 REPORTING = ["evaluate", "qc", "attention_maps", "viewer", "faithfulness", "attribution", "fold_model", "fold_rebuild",
              "planted_truth", "missing_curves", "summary", "kaplan_meier", "headline"]
 

@@ -130,7 +130,7 @@ def test_python_defaults_are_the_schema_defaults():
     import dataclasses
     import inspect
 
-    from healnet.train import HEALNET_DEFAULTS, TrainConfig
+    from healnet.train_config import HEALNET_DEFAULTS, TrainConfig
     from preprocessing import gdc
 
     train = schema_defaults()["train"]

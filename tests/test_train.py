@@ -15,7 +15,8 @@ from healnet.data import Cohort, OmicTransform, case_of_slide
 from healnet.folds import collate, prepare_fold
 from healnet.model import HEALNet
 from healnet.survival import fit_bins, survival_from_logits
-from healnet.train import TrainConfig, evaluate_loss, train_fold
+from healnet.train import evaluate_loss, train_fold
+from healnet.train_config import TrainConfig
 
 N_CASES, DIM, N_GENES, N_SIGNAL_GENES = 120, 16, 40, 8
 
@@ -656,7 +657,8 @@ def test_train_fold_from_files_reads_bags_lazily(tmp_path, monkeypatch):
     """The rule's entry point: lazy bags, the architecture from the `model` wildcard, config keys checked."""
     import healnet.data
     from healnet.splits import write_splits
-    from healnet.train import config_from_dict, train_fold_from_files
+    from healnet.train import train_fold_from_files
+    from healnet.train_config import config_from_dict
 
     cohort, _ = planted_cohort(n=40)
     paths, _ = _stores(cohort, tmp_path)

@@ -15,7 +15,8 @@ import torch
 import healnet.train as train_module
 from healnet import tune
 from healnet.data import Cohort
-from healnet.train import TrainConfig, config_from_dict, train_fold
+from healnet.train import train_fold
+from healnet.train_config import TrainConfig, config_from_dict
 
 N, GENES = 60, 12
 
