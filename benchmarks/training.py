@@ -22,7 +22,7 @@ For each bag size (``--patches``) it generates ``--cases`` cases, one float16 Za
 (``--dim`` channels, chunks of 4096 rows as the feature stage writes them; cached in ``--cache``),
 then, in a fresh process per measurement (so that peak RSS is that measurement's own):
 
-* opens the cohort lazily (:func:`healnet.data.open_bags`: shapes and coordinates only), fits the
+* opens the cohort lazily (:func:`healnet.bags.open_bags`: shapes and coordinates only), fits the
   fold (the streaming WSI statistics pass over every patch: ``prepare s``);
 * trains HEALNet with the BLCA-tuned shape (:data:`BLCA`) plus a 200-gene RNA modality, forward + backward
   + Adam, ``--epochs`` epochs of every case; bags are read from disk batch by batch, one batch
@@ -280,7 +280,8 @@ def worker(spec: dict) -> dict:
     """One measurement, in its own process."""
     import pandas as pd
 
-    from healnet.data import Cohort, bounded_heap, open_bags
+    from healnet.bags import bounded_heap, open_bags
+    from healnet.data import Cohort
     from healnet.folds import prepare_fold
     from healnet.survival import nll_loss
     from healnet.model import l1_penalty

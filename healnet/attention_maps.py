@@ -197,7 +197,7 @@ def render_case(attention: Attention, case_id: str, slide_paths: dict[str, str],
     (planted tumour share grid per slide id, cell px), outlined where the slide has one."""
     from preprocessing.tiling import read_coords
 
-    from .data import case_of_slide
+    from .bags import case_of_slide
 
     scores, coords = attention.wsi[case_id], attention.coords[case_id]
     slides = attention.slides.get(case_id)

@@ -61,7 +61,7 @@ def _test_cases(cohort, case_ids: list[str], cfg, modalities: tuple[str, ...], t
     """The test cases' inputs, built like ``healnet.folds.prepare_fold`` builds them but with the
     checkpoint's fitted transforms, and each WSI bag restricted to the patches attention.npz
     lists (the fold's subsample); a subsampled bag without that record is subsampled anew (seeded)."""
-    from .data import BagView, LazyBag
+    from .bags import BagView, LazyBag
 
     rng = np.random.default_rng(seed)
     out = []

@@ -2,7 +2,7 @@
 
 Everything that learns from data (omic normalisation and feature selection, the WSI channel
 statistics, survival bins) is fitted on the fold's training cases only.  Bags may be lazy
-(:class:`healnet.data.LazyBag`): a subset holds :class:`healnet.data.BagView` s that read their
+(:class:`healnet.bags.LazyBag`): a subset holds :class:`healnet.bags.BagView` s that read their
 patches when a batch is collated (:func:`collate`).
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import BagView, Cohort, OmicTransform, wsi_standardisation
+from .bags import BagView, wsi_standardisation
+from .data import Cohort, OmicTransform
 from .survival import discretise, fit_bins
 
 

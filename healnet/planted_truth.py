@@ -63,7 +63,7 @@ def _patch_size(coords: np.ndarray) -> int:
 def case_tumour_labels(case: CaseInput, truth: PlantedTruth, patch_sizes: Mapping[str, int] | None = None
                        ) -> np.ndarray | None:
     """Per WSI patch of ``case``: on planted tumour (True) or not; None when its slides have no truth."""
-    from .data import case_of_slide
+    from .bags import case_of_slide
 
     if case.coords is None or not truth.tumour:
         return None

@@ -3,7 +3,7 @@
 The fold's inputs come from :func:`healnet.folds.prepare_fold`: everything that learns from data
 (omic normalisation and feature selection, the WSI channel statistics, survival bins) is fitted on
 the fold's training cases only, and so are the bin weights here; the validation cases drive early
-stopping and the best weights are deep-copied.  Bags may be lazy (:class:`healnet.data.LazyBag`): a
+stopping and the best weights are deep-copied.  Bags may be lazy (:class:`healnet.bags.LazyBag`): a
 batch reads its cases' patches from disk when it is built (in a background thread, one batch ahead),
 so a cohort larger than memory trains.  The ``coxnet`` architecture is fitted by
 :func:`healnet.coxnet.train_coxnet`.
@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from .coxnet import train_coxnet
-from .data import BagView, Cohort, LazyBag
+from .bags import BagView, LazyBag
+from .data import Cohort
 from .folds import FoldData, collate, prepare_fold
 from .missing import missing_risks, trained_missing
 from .outputs import fold_outputs
@@ -269,7 +270,8 @@ def train_fold_from_files(clinical: str, feature_stores: list[str], omics: dict[
 
     Bags stay on disk (:func:`healnet.data.open_cohort`); only the modalities the architecture
     reads are opened."""
-    from .data import bounded_heap, open_cohort
+    from .bags import bounded_heap
+    from .data import open_cohort
     from .splits import read_splits
 
     bounded_heap()  # RSS flat while bags stream through (see its docstring)

@@ -180,7 +180,7 @@ def test_rerun_gives_identical_bytes(processed, tissue_slide, tmp_path):
 def test_case_id_is_stored_and_groups_the_slide(processed, tissue_slide, tmp_path):
     """A store written with ``case_id`` names its case and the bag loader groups the slide under
     it; a store written without one has no such attribute and is grouped by the TCGA file-name rule."""
-    from healnet.data import case_of_slide, open_bags
+    from healnet.bags import case_of_slide, open_bags
     from preprocessing.feature_store import read_attrs
 
     first = processed["features"] / f"{tissue_slide}.zarr"

@@ -2,7 +2,7 @@
 
 * Stages (``preprocessing/``: inventory, download, tissue, tiling, features and their stores,
   omics, clinical) know nothing of the learner: no module of ``preprocessing`` imports ``healnet``.
-* Learning (``healnet.model``, ``data``, ``survival``, ``splits``, ``train``, ``zoo``, ``baselines``)
+* Learning (``healnet.model``, ``data``, ``bags``, ``survival``, ``splits``, ``train``, ``zoo``, ``baselines``)
   may read the stages' outputs through ``preprocessing`` but never imports the reporting modules.
 * Reporting (``healnet.evaluate``, ``kaplan_meier``, ``headline``, ``qc``, ``attention_maps``, ``viewer``,
   ``faithfulness``, ``missing_curves``, ``summary``) may import both.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARNING = ["model", "data", "survival", "splits", "train", "zoo", "baselines", "folds", "missing", "outputs",
+LEARNING = ["model", "data", "bags", "survival", "splits", "train", "zoo", "baselines", "folds", "missing", "outputs",
             "coxnet", "attention_io", "tune", "train_config"]
 REPORTING = ["evaluate", "qc", "attention_maps", "viewer", "faithfulness", "attribution", "fold_model", "fold_rebuild",
              "planted_truth", "missing_curves", "summary", "kaplan_meier", "headline"]

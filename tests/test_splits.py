@@ -117,7 +117,7 @@ def test_tiny_cohort_still_gets_folds():
 def test_no_patient_in_two_folds_even_with_several_slides_each(tmp_path):
     """(d) Slides of one patient never sit in two folds, nor in two parts of one fold: folds are
     drawn over cases, and a survival table with one row per slide (a case twice) is refused."""
-    from healnet.data import case_of_slide
+    from healnet.bags import case_of_slide
 
     rng = np.random.default_rng(2)
     cases = [f"TCGA-{s}-{i:04d}" for i, s in enumerate(rng.choice(["A1", "BH", "E2"], 60))]

@@ -1,4 +1,4 @@
-"""healnet.data and healnet.train: per-fold transforms fitted on training cases only, batches with
+"""healnet.data, healnet.bags and healnet.train: per-fold transforms fitted on training cases only, batches with
 missing modalities, and a training run that finds a planted signal reproducibly."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from sksurv.metrics import concordance_index_censored
 
-from healnet.data import Cohort, OmicTransform, case_of_slide
+from healnet.bags import case_of_slide
+from healnet.data import Cohort, OmicTransform
 from healnet.folds import collate, prepare_fold
 from healnet.model import HEALNet
 from healnet.survival import fit_bins, survival_from_logits
@@ -511,7 +512,7 @@ def test_case_of_slide():
 
 def test_open_bags_concatenates_a_cases_slides(processed, demo_truth):
     """The lazy bag loader gives, per case, its slides' rows (as float32) and positions in store order."""
-    from healnet.data import LazyBag, open_bags
+    from healnet.bags import LazyBag, open_bags
     from preprocessing.feature_store import read_features
 
     stores = sorted(processed["features"].glob("*.zarr"))
@@ -566,7 +567,7 @@ def _stores(cohort: Cohort, folder) -> tuple[list, Cohort]:
 
 
 def test_lazy_bag_reads_rows_across_its_stores(tmp_path):
-    from healnet.data import LazyBag, iter_blocks
+    from healnet.bags import LazyBag, iter_blocks
 
     rng = np.random.default_rng(0)
     parts = [rng.standard_normal((n, 6)).astype(np.float16) for n in (7, 1, 12)]
@@ -590,10 +591,10 @@ def test_streamed_statistics_match_numpy_and_ignore_test_cases(tmp_path, monkeyp
     """(c) The per-fold WSI channel mean/std, streamed store by store in blocks (float64), equal the
     two-pass numpy figures over the training patches; an extreme value planted in a test case's
     store moves nothing that is fitted (nor the bins), one planted in a training case does."""
-    import healnet.data
-    from healnet.data import open_bags
+    import healnet.bags
+    from healnet.bags import open_bags
 
-    monkeypatch.setattr(healnet.data, "BLOCK_ROWS", 7)  # many blocks, some spanning two stores
+    monkeypatch.setattr(healnet.bags, "BLOCK_ROWS", 7)  # many blocks, some spanning two stores
     cohort, _ = planted_cohort(n=30)
     paths, memory = _stores(cohort, tmp_path)
     ids = cohort.case_ids
@@ -635,7 +636,7 @@ def test_streamed_statistics_match_numpy_and_ignore_test_cases(tmp_path, monkeyp
 
 
 def test_lazy_and_in_memory_bags_train_identically(tmp_path):
-    from healnet.data import LazyBag, open_bags
+    from healnet.bags import LazyBag, open_bags
 
     cohort, _ = planted_cohort(n=60)
     paths, memory = _stores(cohort, tmp_path)
@@ -655,7 +656,7 @@ def test_lazy_and_in_memory_bags_train_identically(tmp_path):
 
 def test_train_fold_from_files_reads_bags_lazily(tmp_path, monkeypatch):
     """The rule's entry point: lazy bags, the architecture from the `model` wildcard, config keys checked."""
-    import healnet.data
+    import healnet.bags
     from healnet.splits import write_splits
     from healnet.train import train_fold_from_files
     from healnet.train_config import config_from_dict
@@ -669,8 +670,8 @@ def test_train_fold_from_files_reads_bags_lazily(tmp_path, monkeypatch):
     ids = cohort.case_ids
     write_splits(tmp_path / "splits.json", [{"train": ids[:24], "val": ids[24:30], "test": ids[30:]}])
     reads = []
-    original = healnet.data.LazyBag.read
-    monkeypatch.setattr(healnet.data.LazyBag, "read", lambda self, rows=None: reads.append(1) or original(self, rows))
+    original = healnet.bags.LazyBag.read
+    monkeypatch.setattr(healnet.bags.LazyBag, "read", lambda self, rows=None: reads.append(1) or original(self, rows))
     config = {"models": ["healnet"], "modalities": ["wsi", "rna"], "epochs": 2, "omic_top_k": 8, "device": "cpu"}
     metrics = train_fold_from_files(clinical, paths, {"rna": rna}, tmp_path / "splits.json", 0, tmp_path / "out",
                                     config, seed=0, architecture="healnet-wsi")
