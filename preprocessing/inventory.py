@@ -146,6 +146,7 @@ def validate_rows(table: pd.DataFrame, schema: str | os.PathLike, *, source: str
             where = ".".join(map(str, error.absolute_path)) or "row"
             raise ValueError(f"{source}: row {i + 1} ({row.get('file_name', '?')}): {where}: {error.message}")
 
+
 def not_usable(files: pd.DataFrame) -> pd.DataFrame | None:
     """The files of an inventory the download step failed or skipped (see :func:`read_inventory`);
     None for an inventory of a sheet without ``Download Status``."""

@@ -46,9 +46,12 @@ def stain_target_of(wildcards):
     return expand(rules.stain_target.output.json, cohort=wildcards.cohort)
 
 
+STAIN_TARGET = [] if STAIN["stain_norm"] is None else stain_target_of
+
+
 rule features:
     input:
-        slide=slide_path, coords=rules.tiling.output.h5, stain_target=[] if STAIN["stain_norm"] is None else stain_target_of,
+        slide=slide_path, coords=rules.tiling.output.h5, stain_target=STAIN_TARGET,
     output:
         zarr=directory(f"{RESULTS}/{{cohort}}/features/{{encoder}}/{{slide}}.zarr"),
     log:
