@@ -47,7 +47,8 @@ from .missing import missing_risks, trained_missing
 from .outputs import fold_outputs
 from .survival import bin_weights, concordance, cox_loss, nll_loss, risk_from_logits, survival_from_logits
 from .train_config import HEALNET_DEFAULTS, TrainConfig, config_from_dict
-from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, requested_modalities, training_overrides
+from .names import requested_modalities
+from .zoo import build_model, healnet_kwargs, is_healnet, model_modalities, training_overrides
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 * ``healnet``: HEALNet over all the configured modalities;
 * ``healnet-<modality>`` (``healnet-wsi``, ``healnet-rna``, ...): HEALNet over that modality alone, and
   ``healnet-<m1>-<m2>...`` (``healnet-wsi-rna-cnv-mutations``) over exactly the modalities it names, in
-  that order, whether or not ``train.modalities`` lists them (:func:`requested_modalities`);
+  that order, whether or not ``train.modalities`` lists them (:func:`healnet.names.requested_modalities`);
 * ``healnet_<ablation>``: HEALNet over all the configured modalities with one part changed
   (:data:`ABLATIONS`): ``healnet_noself`` (no latent self-attention), ``healnet_selfeach``
   (self-attention after every modality's update, the published code's placement, instead of once
@@ -27,7 +27,7 @@ from typing import Sequence
 from torch import nn
 
 from .model import HEALNet
-from .names import named_modalities, requested_modalities  # noqa: F401 (public here too)
+from .names import named_modalities
 
 BASELINES = ("snn", "abmil", "early-fusion", "late-fusion")
 OMICS_ONLY = ("snn", "coxnet")

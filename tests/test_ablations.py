@@ -4,6 +4,7 @@ skipping in every one of them."""
 import pytest
 import torch
 
+import healnet.context
 import healnet.model
 from healnet.model import Attention, HEALNet
 from healnet.zoo import ABLATIONS, build_model, is_healnet, model_modalities
@@ -102,7 +103,7 @@ def test_tied_layers_are_one_set_of_weights(monkeypatch):
     assert two.layers[0] is not two.layers[1] and n_params(two) == n_params(make(depth=2))
     # one cross-attention weight set per modality: the context is projected once for all layers
     calls = []
-    original = healnet.model.context_keys_values
+    original = healnet.context.context_keys_values
     monkeypatch.setattr(healnet.model, "context_keys_values", lambda c, blocks: calls.append(len(blocks))
                         or original(c, blocks))
     x = data()

@@ -387,10 +387,11 @@ def test_context_read_once_per_forward_for_all_weight_sets(monkeypatch):
     """depth 4 with tied layers: layer 0 and the shared layers 1-3 are two weight sets, so each of
     the 3 contexts goes through ONE fused projection onto 2 weight sets per forward (untied: 4),
     and never through a per-layer LayerNorm + to_kv."""
+    import healnet.context
     import healnet.model
 
     calls = []
-    original = healnet.model.context_keys_values
+    original = healnet.context.context_keys_values
 
     def counting(context, blocks):
         calls.append(len(blocks))
@@ -437,7 +438,7 @@ def test_token_stats_match_layer_norm_statistics(monkeypatch):
     """The one-pass per-token statistics of the context cache equal var_mean's (values and gradients)
     on z-scored, offset, constant and empty tokens; var_mean is only called for tokens whose mean
     dwarfs their spread, so z-scored features take the fast path."""
-    import healnet.model
+    import healnet.context
 
     g = torch.Generator().manual_seed(0)
     rows = [torch.randn(40, 64, generator=g),  # z-scored features: the fast path
@@ -446,7 +447,7 @@ def test_token_stats_match_layer_norm_statistics(monkeypatch):
             torch.full((3, 64), 7.0), torch.zeros(3, 64)]  # constant and padding tokens
     x = torch.cat(rows)[None].requires_grad_()
     y = x.detach().clone().requires_grad_()
-    mu, rstd = healnet.model.token_stats(x, 1e-5)
+    mu, rstd = healnet.context.token_stats(x, 1e-5)
     var, mu_ref = torch.var_mean(y, dim=-1, unbiased=False, keepdim=True)
     rstd_ref = torch.rsqrt(var + 1e-5)
     torch.testing.assert_close(mu, mu_ref, atol=1e-6, rtol=1e-6)
@@ -459,9 +460,9 @@ def test_token_stats_match_layer_norm_statistics(monkeypatch):
     calls = []
     original = torch.var_mean
     monkeypatch.setattr(torch, "var_mean", lambda t, *a, **k: calls.append(t.shape[0]) or original(t, *a, **k))
-    healnet.model.token_stats(torch.cat(rows[:2])[None], 1e-5)
+    healnet.context.token_stats(torch.cat(rows[:2])[None], 1e-5)
     assert calls == []
-    healnet.model.token_stats(x.detach(), 1e-5)
+    healnet.context.token_stats(x.detach(), 1e-5)
     assert calls == [10 + 3]  # the offset and the constant tokens
 
 
@@ -485,19 +486,19 @@ def test_cpu_training_attention_equals_sdpa_with_the_same_dropout_mask():
 def test_context_projection_equals_linear_forward_and_backward():
     """The context projection (oneDNN on the CPU where PyTorch has it) is F.linear: values and both
     gradients (the context's is needed when it carries learned gene identities)."""
-    import healnet.model
+    import healnet.context
 
     g = torch.Generator().manual_seed(0)
     for shape in ((2, 300, 64), (3, 7, 1), (1, 5, 9)):
         x = torch.randn(*shape, generator=g).requires_grad_()
         w = torch.randn(12, shape[-1], generator=g).requires_grad_()
         x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-        out, expected = healnet.model.project(x, w), torch.nn.functional.linear(x2, w2)
+        out, expected = healnet.context.project(x, w), torch.nn.functional.linear(x2, w2)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
         upstream = torch.randn(out.shape, generator=g)
         out.backward(upstream)
         expected.backward(upstream)
         torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(w.grad, w2.grad, atol=1e-4, rtol=1e-5)
-    if healnet.model._ONEDNN_LINEAR is not None:  # this build takes the oneDNN path
-        assert type(healnet.model.project(x, w).grad_fn).__name__ == "_ContextProjectionBackward"
+    if healnet.context._ONEDNN_LINEAR is not None:  # this build takes the oneDNN path
+        assert type(healnet.context.project(x, w).grad_fn).__name__ == "_ContextProjectionBackward"

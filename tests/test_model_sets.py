@@ -14,7 +14,8 @@ import yaml
 
 from generators.demo import generate_cohort
 from healnet.headline import ablation_table
-from healnet.zoo import ABLATION_CHANGES, model_modalities, named_modalities, requested_modalities
+from healnet.names import named_modalities, requested_modalities
+from healnet.zoo import ABLATION_CHANGES, model_modalities
 from tiny_dag import write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
