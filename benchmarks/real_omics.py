@@ -1,7 +1,7 @@
 """Every omics model on the real TCGA development cohorts, against the README's elastic-net figure.
 
     .venv/bin/python benchmarks/real_omics.py --data /work/shared/data/tcga-omics
-        [--folds 5] [--repeats 3] [--models healnet snn coxnet early-fusion late-fusion] [--ablations]
+        [--folds 5] [--repeats 3] [--models healnet healnet_prior snn coxnet early-fusion late-fusion] [--ablations]
         [--cohorts gbmlgg kirc luad hnsc] [--epochs N] [--device auto] [--jobs 1]
         [--out results/benchmarks/real_omics]
 
@@ -27,9 +27,10 @@ that quotes, per cohort, an elastic-net Cox c-index (``GBMLGG 0.822 ± 0.019, ..
 Printed: per cohort, each model's mean ± std Harrell c-index over all folds × repeats, its
 bootstrap 95 % CI, the paired difference to HEALNet (CI, p) and the test cases per fold (the
 same for every model: each fold is scored on the cases all models predicted); then one row per
-cohort: HEALNet, the README's elastic net, the recomputed one, our coxnet and snn, the verdicts
-``healnet >= EN - std`` and ``healnet >= EN`` (EN = the README's figure, std = its ±), and the
-lowest model fold-mean (must be >= 0.5).  The final table is written to ``OUT/real_omics.tsv``
+cohort: HEALNet (and each HEALNet variant run, e.g. ``healnet_prior``), the README's elastic net,
+the recomputed one, our coxnet and snn, the verdicts ``healnet >= EN - std`` and ``healnet >= EN``
+for each of them (EN = the README's figure, std = its ±), and the lowest model fold-mean (must be
+>= 0.5).  The final table is written to ``OUT/real_omics.tsv``
 and ``OUT/real_omics.md``.  ``--jobs J`` runs J cohorts at once, each in its own process; every
 process uses one torch (and BLAS) thread.  Progress goes to stderr.
 """
@@ -57,7 +58,7 @@ from preprocessing.io import write_text_atomic  # noqa: E402
 log = logging.getLogger("benchmarks.real_omics")
 
 COHORTS = ["gbmlgg", "kirc", "luad", "hnsc"]
-MODELS = ["healnet", "snn", "coxnet", "early-fusion", "late-fusion"]
+MODELS = ["healnet", "healnet_prior", "snn", "coxnet", "early-fusion", "late-fusion"]
 REFERENCE = "healnet"
 #: the README's elastic-net figures as the issue quotes them: used where the README cannot be parsed
 FALLBACK_EN = {"gbmlgg": (0.822, 0.019), "kirc": (0.702, 0.073), "luad": (0.667, 0.047), "hnsc": (0.580, 0.043)}
@@ -338,9 +339,11 @@ def final_table(results: list[dict], figures: dict, models: list[str]) -> pd.Dat
             if m != REFERENCE:
                 key = m.replace("-", "_")
                 row[f"{key}_mean"], row[f"{key}_std"] = stat(m, "harrell_mean"), stat(m, "harrell_std")
-        comparable = np.isfinite(h) and np.isfinite(en_mean)
-        row["healnet_ge_en_minus_std"] = bool(h >= en_mean - en_std) if comparable else None
-        row["healnet_ge_en"] = bool(h >= en_mean) if comparable else None
+        for m in _healnets(models):  # the verdicts, for HEALNet and each variant run
+            key, mean = m.replace("-", "_"), stat(m, "harrell_mean")
+            comparable = np.isfinite(mean) and np.isfinite(en_mean)
+            row[f"{key}_ge_en_minus_std"] = bool(mean >= en_mean - en_std) if comparable else None
+            row[f"{key}_ge_en"] = bool(mean >= en_mean) if comparable else None
         row["lowest_model"] = lowest
         row["lowest_model_mean"] = float(means.min()) if lowest else float("nan")
         row["lowest_ge_0_5"] = bool(means.min() >= 0.5) if lowest else None
@@ -353,9 +356,17 @@ def _yes(value) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "NO")
 
 
-def final_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    header = ["cohort", "healnet", "EN (README)", "EN (recomputed)", "coxnet", "snn", "healnet >= EN - std",
-              "healnet >= EN", "lowest model fold-mean"]
+def _healnets(models: list[str]) -> list[str]:
+    """HEALNet and the HEALNet variants among ``models`` (each gets the verdicts), HEALNet first."""
+    from healnet.zoo import is_healnet
+
+    return list(dict.fromkeys([REFERENCE, *(m for m in models if is_healnet(m))]))
+
+
+def final_rows(table: pd.DataFrame, models: list[str]) -> tuple[list[str], list[list[str]]]:
+    variants = [m for m in _healnets(models) if m != REFERENCE and f"{m.replace('-', '_')}_mean" in table]
+    header = ["cohort", "healnet", *variants, "EN (README)", "EN (recomputed)", "coxnet", "snn",
+              *(f"{m} >= EN{s}" for m in [REFERENCE, *variants] for s in (" - std", "")), "lowest model fold-mean"]
     rows = []
     for r in table.to_dict("records"):
         readme = _pm(r["en_readme_mean"], r["en_readme_std"])
@@ -363,10 +374,12 @@ def final_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             readme += f" ({r['en_readme_source']})"
         lowest = ("–" if not r["lowest_model"] else
                   f"{r['lowest_model_mean']:.3f} ({r['lowest_model']}) {'ok' if r['lowest_ge_0_5'] else '< 0.5!'}")
-        rows.append([r["cohort"].upper(), _pm(r["healnet_mean"], r["healnet_std"]), readme,
+        keys = [m.replace("-", "_") for m in variants]
+        rows.append([r["cohort"].upper(), _pm(r["healnet_mean"], r["healnet_std"]),
+                     *(_pm(r[f"{k}_mean"], r[f"{k}_std"]) for k in keys), readme,
                      _pm(r["en_recomputed_mean"], r["en_recomputed_std"]), _pm(r["coxnet_mean"], r["coxnet_std"]),
-                     _pm(r["snn_mean"], r["snn_std"]), _yes(r["healnet_ge_en_minus_std"]), _yes(r["healnet_ge_en"]),
-                     lowest])
+                     _pm(r["snn_mean"], r["snn_std"]),
+                     *(_yes(r[f"{k}_ge_en{s}"]) for k in ["healnet", *keys] for s in ("_minus_std", "")), lowest])
     return header, rows
 
 
@@ -440,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                                 row["deaths"], en["n_patients"], en["n_events"])
 
     table = final_table([results[c] for c in cohorts], figures, args.models)
-    header, rows = final_rows(table)
+    header, rows = final_rows(table, args.models)
     print(_render(header, rows) + FOOTNOTE)
     if (table["en_readme_source"] != "README").any():
         print("README figures not parsed for: " + ", ".join(table.loc[table["en_readme_source"] != "README", "cohort"])

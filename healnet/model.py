@@ -42,6 +42,7 @@ from einops.layers.torch import Reduce
 from torch import nn
 
 from .context import context_keys_values
+from .prior import LinearPrior
 
 
 def fourier_encode(pos: torch.Tensor, max_freq: float, num_bands: int) -> torch.Tensor:
@@ -151,7 +152,10 @@ class HEALNet(nn.Module):
     all layers, the first included, are one module (``weight_tie_layers`` keeps layer 0 apart: a no-op
     at depth 2).  ``latent_array="mean_pool"``: no latent parameters; the latents are one row per
     modality, the mean of its real tokens through a Linear (zeros where the sample lacks it), which
-    measures what the learned shared array adds."""
+    measures what the learned shared array adds.
+
+    ``prior_widths``: features per modality (0 for none) of a fixed linear term added to every logit,
+    the elastic-net prior of :mod:`healnet.prior` (``train.omic_prior``); the head then starts at zero."""
 
     def __init__(self, *, input_channels: Sequence[int], input_axes: Sequence[int] | None = None,
                  depth: int = 2, num_latents: int = 16, latent_dim: int = 32,
@@ -161,7 +165,8 @@ class HEALNet(nn.Module):
                  fourier_encode: bool = False, self_per_cross_attn: int = 1,
                  weight_tie_layers: bool = False, snn: bool = False,
                  num_tokens: Sequence[int | None] | None = None, token_dim: int = 8,
-                 self_attn_after: str = "layer", tie_all_layers: bool = False, latent_array: str = "learned"):
+                 self_attn_after: str = "layer", tie_all_layers: bool = False, latent_array: str = "learned",
+                 prior_widths: Sequence[int] | None = None):
         super().__init__()
         if self_attn_after not in ("layer", "modality"):
             raise ValueError(f"self_attn_after must be 'layer' or 'modality', got {self_attn_after!r}")
@@ -207,6 +212,10 @@ class HEALNet(nn.Module):
         self.layers = nn.ModuleList([first] + [tied if tied is not None else layer() for _ in range(depth - 1)])
         self.to_logits = nn.Sequential(Reduce("b n d -> b d", "mean"), nn.LayerNorm(latent_dim),
                                        nn.Linear(latent_dim, num_classes))
+        self.prior = LinearPrior(prior_widths) if prior_widths and any(prior_widths) else None
+        if self.prior is not None:  # training starts from the prior alone
+            nn.init.zeros_(self.to_logits[-1].weight)
+            nn.init.zeros_(self.to_logits[-1].bias)
 
     def l1_penalty(self) -> torch.Tensor:
         return l1_penalty(self)
@@ -303,4 +312,6 @@ class HEALNet(nn.Module):
                 x = self._self_attend(layer, x)
 
         logits = self.to_logits(x)
+        if self.prior is not None:
+            logits = logits + self.prior([t.to(dev) for t in tensors], present)
         return (logits, weights) if return_attention else logits

@@ -72,13 +72,14 @@ def fold_outputs(out_dir: str | os.PathLike | None, *, fold: int, architecture: 
                  risk: np.ndarray, surv: np.ndarray, scenarios: list, edges: np.ndarray, train_times: np.ndarray,
                  transforms: dict, n_train: int, n_val: int, best_epoch: int, epochs_run: int, device: str,
                  history: list[dict], checkpoint: Callable[[], dict], attention: Callable[[], dict],
-                 tuned: dict | None = None) -> dict:
+                 tuned: dict | None = None, prior: dict | None = None) -> dict:
     """The metrics of a fold (returned) and, with ``out_dir``, its files.
 
     ``risk`` (n_test,) and ``surv`` (n_test, bins): the test cases' predictions; ``scenarios``:
     :func:`healnet.missing.missing_risks`; ``checkpoint()`` and ``attention()`` give ``model.pt``'s
     content and :func:`~healnet.attention_io.write_attention`'s keyword arguments, asked for only
-    when the files are written."""
+    when the files are written.  ``tuned`` (the search, :mod:`healnet.tune`) and ``prior`` (the fitted
+    elastic net, :mod:`healnet.prior`) are recorded in the metrics when given."""
     c_index = concordance(test.times, test.events, risk) if test.events.sum() else float("nan")
     metrics = {"fold": fold, "architecture": architecture, "modalities": list(modalities), "c_index": c_index,
                "n_train": n_train, "n_val": n_val, "n_test": len(test.case_ids),
@@ -87,6 +88,8 @@ def fold_outputs(out_dir: str | os.PathLike | None, *, fold: int, architecture: 
                "device": device, "omics": omics_summary(transforms)}
     if tuned is not None:
         metrics["tuned"] = tuned
+    if prior is not None:
+        metrics["prior"] = prior
     log.info("fold %d (%s): c-index %.3f on %d test cases (best epoch %d)", fold, architecture, c_index,
              len(test.case_ids), best_epoch)
     if out_dir is not None:

@@ -45,6 +45,7 @@ from .data import Cohort
 from .folds import FoldData, collate, prepare_fold
 from .missing import missing_risks, trained_missing
 from .outputs import fold_outputs
+from .prior import set_elastic_net_prior
 from .survival import bin_weights, concordance, cox_loss, nll_loss, risk_from_logits, survival_from_logits
 from .train_config import HEALNET_DEFAULTS, TrainConfig, config_from_dict
 from .names import requested_modalities
@@ -196,12 +197,19 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
         model_kwargs = {**HEALNET_DEFAULTS, "weight_tie_layers": cfg.tie_layers, "snn": cfg.snn, **cfg.model}
         if cfg.omic_tokens == "genes":  # one token per gene: each gets a learned identity
             model_kwargs.setdefault("num_tokens", tokens)
+        if cfg.omic_prior == "elastic_net":  # a fixed in-fold elastic net under the logits (healnet.prior)
+            model_kwargs["prior_widths"] = [0 if m == "wsi" else channels[k] * tokens[k]
+                                            for k, m in enumerate(modalities)]
     else:  # baseline builders ignore keywords they do not take; omics widths come from input_tokens
         model_kwargs = {**cfg.model, "input_tokens": tokens, **cfg.baselines.get(cfg.architecture, {})}
     axes = [2 if (cfg.fourier_wsi and m == "wsi") else 0 for m in modalities]
     device = _device(cfg)
     model = build_model(cfg.architecture, input_channels=channels, modalities=list(modalities), num_classes=cfg.n_bins,
                         input_axes=axes, fourier_encode=cfg.fourier_wsi, **model_kwargs).to(device)
+    prior = None
+    if getattr(model, "prior", None) is not None:
+        prior = set_elastic_net_prior(model.prior, train.inputs, train.times, train.events, seed=cfg.seed)
+        prior["nonzero"] = {modalities[m]: n for m, n in prior["nonzero"].items()}
     train_drop, test_drop = (trained_missing(sub.case_ids, modalities, cfg.train_missing, cfg.seed + fold)
                              for sub in (train, test))
     weights = torch.as_tensor(bin_weights(train.labels, cfg.n_bins), dtype=torch.float32, device=device)
@@ -254,7 +262,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
         risk=risk_from_logits(logits).numpy(), surv=survival_from_logits(logits.double()).numpy(),
         scenarios=scenarios, edges=edges, train_times=train.times, transforms=transforms,
         n_train=len(train.case_ids), n_val=len(val.case_ids), best_epoch=best[1], epochs_run=len(history),
-        device=device.type, history=history, tuned=tuned,
+        device=device.type, history=history, tuned=tuned, prior=prior,
         checkpoint=lambda: {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                             "architecture": cfg.architecture, "modalities": list(modalities),
                             "input_channels": channels,

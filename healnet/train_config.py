@@ -39,6 +39,7 @@ class TrainConfig:
     omic_top_k: int | None = _TRAIN["omic_top_k"]  # keep k features of each omics table (ranked by omic_select); None: all
     omic_select: str = _TRAIN["omic_select"]  # rank for omic_top_k: "variance", or "cox" (univariate Cox score, in-fold)
     omic_tokens: str = _TRAIN["omic_tokens"]  # "single": one token whose channels are the genes; "genes": one token per gene
+    omic_prior: str = _TRAIN["omic_prior"]  # "elastic_net": a fixed in-fold elastic-net Cox under HEALNet's logits (healnet.prior)
     log_omics: tuple[str, ...] = tuple(_TRAIN["log_omics"])  # omics that get log2(x + 1) before the z-score, where no value is < 0
     fourier_wsi: bool = _TRAIN["fourier_wsi"]  # Fourier-encode patch coordinates
     tie_layers: bool = _TRAIN["tie_layers"]  # HEALNet weight_tie_layers (layers 1..depth-1 share weights)
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"omic_select must be 'variance' or 'cox', got {self.omic_select!r}")
         if self.omic_tokens not in ("single", "genes"):
             raise ValueError(f"omic_tokens must be 'single' or 'genes', got {self.omic_tokens!r}")
+        if self.omic_prior not in ("none", "elastic_net"):
+            raise ValueError(f"omic_prior must be 'none' or 'elastic_net', got {self.omic_prior!r}")
         if any(not 0 < f <= 1 for f in self.missing_fractions):
             raise ValueError(f"missing_fractions must lie in (0, 1], got {list(self.missing_fractions)}")
         self.modalities, self.log_omics = tuple(self.modalities), tuple(self.log_omics)

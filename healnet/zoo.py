@@ -11,6 +11,8 @@
   latent array: one latent per modality, its mean-pooled tokens projected).  The separator is ``_``:
   modality names are letters, digits and ``_``, so ``healnet-<modality>`` can never mean an ablation,
   and ``healnet_...`` never a modality; both fit the workflow's ``model`` wildcard ``[a-z0-9_-]``;
+* ``healnet_prior``: HEALNet whose logits add a fixed elastic-net Cox fitted on the fold's training
+  omics, trained at lr 1e-4 (:mod:`healnet.prior`; :data:`TRAINING_VARIANTS`);
 * ``snn`` (omics), ``abmil`` (WSI), ``early-fusion``, ``late-fusion``: the baselines of
   :mod:`healnet.baselines`, imported only when asked for;
 * ``coxnet``: elastic-net Cox on the concatenated omics (not a torch module: trained by
@@ -49,6 +51,9 @@ ABLATION_CHANGES = {
 # HEALNet trained differently, by name: the training settings it overrides
 TRAINING_VARIANTS = {
     "healnet_genes": {"omic_tokens": "genes"},  # one token per gene: per-gene attention (healnet.faithfulness)
+    # the attention over a fixed in-fold elastic-net Cox (healnet.prior), at the learning rate chosen for it on the
+    # development cohorts (README "Training protocol"): the attention only refines the linear model
+    "healnet_prior": {"omic_prior": "elastic_net", "lr": 1e-4},
 }
 ARCHITECTURES = ("healnet", "healnet-<modality>", *ABLATIONS, *TRAINING_VARIANTS, *BASELINES, "coxnet")
 

@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LEARNING = ["model", "data", "bags", "survival", "splits", "train", "zoo", "baselines", "folds", "missing", "outputs",
-            "coxnet", "attention_io", "tune", "train_config", "context", "baseline_blocks", "names"]
+            "coxnet", "attention_io", "tune", "train_config", "context", "baseline_blocks", "names", "prior"]
 REPORTING = ["evaluate", "qc", "attention_maps", "viewer", "faithfulness", "attribution", "fold_model", "fold_rebuild",
              "planted_truth", "missing_curves", "summary", "kaplan_meier", "headline"]
 

@@ -87,9 +87,9 @@ def test_real_omics_benchmark_on_toy_cohort(tmp_path, capsys):
 
     bench = _benchmark()
     assert bench.main(["--data", str(data), "--cohorts", "toy", "--folds", "2", "--repeats", "1", "--epochs", "2",
-                       "--models", "healnet", "coxnet", "--out", str(out)]) == 0
+                       "--models", "healnet", "healnet_prior", "coxnet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "TOY" in printed and "healnet >= EN - std" in printed
+    assert "TOY" in printed and "healnet >= EN - std" in printed and "healnet_prior >= EN - std" in printed
 
     result = pd.read_csv(out / "real_omics.tsv", sep="\t")
     assert result["cohort"].tolist() == ["toy"]
@@ -99,11 +99,14 @@ def test_real_omics_benchmark_on_toy_cohort(tmp_path, capsys):
     assert row["en_recomputed_mean"] == pytest.approx(mean, abs=1e-6)
     assert row["en_recomputed_std"] == pytest.approx(std, abs=1e-6)
     assert row["n_patients"] == len(patients)
+    for model in ("healnet", "healnet_prior"):  # each HEALNet run gets both verdicts, against the README's 0.7 ± 0.05
+        assert bool(row[f"{model}_ge_en"]) == (row[f"{model}_mean"] >= 0.7)
+        assert bool(row[f"{model}_ge_en_minus_std"]) == (row[f"{model}_mean"] >= 0.65)
     assert (out / "real_omics.md").read_text().count("| TOY |") == 1
 
     metrics = pd.read_csv(out / "toy" / "metrics.tsv", sep="\t")
     n_test = metrics.pivot(index="fold", columns="model", values="n_test")
     assert list(n_test.index) == [0, 1]
-    assert (n_test["healnet"] == n_test["coxnet"]).all()
+    assert (n_test["healnet"] == n_test["coxnet"]).all() and (n_test["healnet_prior"] == n_test["coxnet"]).all()
     assert n_test["healnet"].sum() == len(patients)
     assert bool(row["n_test_equal_across_models"])

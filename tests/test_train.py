@@ -452,7 +452,7 @@ def test_attention_maps_per_gene_and_subsampled_patches(tmp_path):
         assert rows == sorted(rows)
 
 
-@pytest.mark.parametrize("architecture", ["healnet_genes", "healnet_noself"])
+@pytest.mark.parametrize("architecture", ["healnet_genes", "healnet_noself", "healnet_prior"])
 def test_named_variants_train_and_their_checkpoint_rebuilds_them(tmp_path, architecture):
     """healnet_genes trains with one token per gene whatever the config says (per-gene attention in
     attention.npz, the override in the saved config); an ablation's own keywords are in the saved
