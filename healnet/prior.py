@@ -46,11 +46,13 @@ class LinearPrior(nn.Module):
 
 
 def set_elastic_net_prior(prior: LinearPrior, inputs: Sequence[Sequence[np.ndarray | None]], times: np.ndarray,
-                          events: np.ndarray, *, seed: int = 0, **coxnet_kwargs) -> dict:
+                          events: np.ndarray, *, names: Sequence[str] | None = None, seed: int = 0,
+                          **coxnet_kwargs) -> dict:
     """Fit the elastic net on the training cases' omics (``inputs[m][i]``: case i's normalised
     features of modality m, None where it lacks it, then 0, the training mean) and write its
     coefficients, in the units of those features, into ``prior``, frozen.  Returns what was fitted:
-    alpha, how it was chosen, and the non-zero coefficients per modality."""
+    alpha, how it was chosen, and the non-zero coefficients per modality (keyed by ``names``, else
+    by the modality's index)."""
     from .coxnet import fit_coxnet
 
     used = [m for m, w in enumerate(prior.widths) if w]
@@ -69,7 +71,7 @@ def set_elastic_net_prior(prior: LinearPrior, inputs: Sequence[Sequence[np.ndarr
             prior.weights[m].copy_(torch.as_tensor(w, dtype=prior.weights[m].dtype))
         prior.bias.fill_(float(-(fitted.scaler.mean_ * per_feature).sum()))
     prior.requires_grad_(False)
-    nonzero = {m: int(np.count_nonzero(prior.weights[m].detach().numpy())) for m in used}
+    nonzero = {(names[m] if names else m): int(np.count_nonzero(prior.weights[m].detach().numpy())) for m in used}
     log.info("elastic-net prior: alpha %.4g (%s), non-zero coefficients per modality %s", fitted.alpha,
              fitted.reason, nonzero)
     return {"alpha": float(fitted.alpha), "reason": fitted.reason, "nonzero": nonzero}
