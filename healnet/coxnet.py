@@ -115,14 +115,15 @@ def _omic_widths(*subsets: FoldData) -> list[int]:
             for m in range(len(subsets[0].inputs))]
 
 
-def _omics_matrix(data: FoldData, widths: list[int], drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def omics_matrix(data: FoldData, widths: list[int], drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated standardised omics (n, sum of ``widths``) and whether a case has any; an absent
-    (or dropped) modality is filled with 0, its training mean."""
+    (or dropped) modality is filled with 0, its training mean; a modality of width 0 (a WSI bag) is
+    left out."""
     x = np.zeros((len(data.case_ids), sum(widths)), np.float64)
     has = np.zeros(len(data.case_ids), bool)
     start = 0
     for m, (col, w) in enumerate(zip(data.inputs, widths)):
-        for i, v in enumerate(col):
+        for i, v in enumerate(col if w else []):
             if v is not None and not (drop is not None and drop[i, m]):
                 x[i, start:start + w] = np.asarray(v, np.float64).ravel()
                 has[i] = True
@@ -138,16 +139,16 @@ def train_coxnet(cohort: Cohort, split: dict[str, list[str]], cfg, out_dir, fold
     subsets, edges, transforms = prepare_fold(cohort, split, replace(cfg, omic_top_k=None))  # its penalty selects
     train, val, test = subsets["train"], subsets["val"], subsets["test"]
     widths = _omic_widths(train, val, test)
-    x_fit, has = (np.concatenate(a) for a in zip(_omics_matrix(train, widths), _omics_matrix(val, widths)))
+    x_fit, has = (np.concatenate(a) for a in zip(omics_matrix(train, widths), omics_matrix(val, widths)))
     times, events = np.concatenate([train.times, val.times]), np.concatenate([train.events, val.events])
     if not has.any() or x_fit.shape[1] == 0:
         raise ValueError(f"fold {fold}: coxnet needs omics ({list(cfg.modalities)}) for some training case")
     kwargs = dict(cfg.baselines.get("coxnet", {}))
     fitted = fit_coxnet(x_fit[has], times[has], events[has], seed=cfg.seed, **kwargs)
-    x_test, _ = _omics_matrix(test, widths)
+    x_test, _ = omics_matrix(test, widths)
     risk = np.asarray(fitted.predict(x_test), float)
     surv = np.asarray(fitted.predict_survival(x_test, np.array(surv_times(edges, train.times))), float)
-    scenarios = missing_risks(lambda drop: np.asarray(fitted.predict(_omics_matrix(test, widths, drop)[0]), float),
+    scenarios = missing_risks(lambda drop: np.asarray(fitted.predict(omics_matrix(test, widths, drop)[0]), float),
                               test.case_ids, cfg.modalities, cfg.missing_fractions, cfg.seed + fold)
     return fold_outputs(
         out_dir, fold=fold, architecture="coxnet", modalities=cfg.modalities, test=test, risk=risk, surv=surv,

@@ -11,11 +11,14 @@ A modality a case lacks adds nothing to ``eta``, as it adds nothing to the atten
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .folds import FoldData
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +43,24 @@ class LinearPrior(nn.Module):
                 x = x.reshape(x.shape[0], -1)
                 if x.shape[1] != width:
                     raise ValueError(f"modality {m}: the prior expects {width} features, got {x.shape[1]}")
-                on = present[:, m]
-                eta = eta + torch.where(on, torch.where(on[:, None], x, 0.0) @ w.to(x.dtype), 0.0)
+                eta = eta + torch.where(present[:, m, None], x, 0.0) @ w.to(x.dtype)  # absent: never read
         return eta[:, None]
 
 
-def set_elastic_net_prior(prior: LinearPrior, inputs: Sequence[Sequence[np.ndarray | None]], times: np.ndarray,
-                          events: np.ndarray, *, names: Sequence[str] | None = None, seed: int = 0,
+def set_elastic_net_prior(prior: LinearPrior, data: FoldData, *, names: Sequence[str] | None = None, seed: int = 0,
                           **coxnet_kwargs) -> dict:
-    """Fit the elastic net on the training cases' omics (``inputs[m][i]``: case i's normalised
-    features of modality m, None where it lacks it, then 0, the training mean) and write its
-    coefficients, in the units of those features, into ``prior``, frozen.  Returns what was fitted:
-    alpha, how it was chosen, and the non-zero coefficients per modality (keyed by ``names``, else
-    by the modality's index)."""
-    from .coxnet import fit_coxnet
+    """Fit the elastic net on the training cases' omics (``data``: the fold's training cases, their
+    features normalised; a table a case lacks is 0, the training mean) and write its coefficients, in
+    the units of those features, into ``prior``, frozen.  Returns what was fitted: alpha, how it was
+    chosen, and the non-zero coefficients per modality (keyed by ``names``, else by the modality's
+    index)."""
+    from .coxnet import fit_coxnet, omics_matrix
 
     used = [m for m, w in enumerate(prior.widths) if w]
     if not used:
         raise ValueError("omic_prior: no omics modality to fit the elastic net on")
-    columns = [np.stack([np.zeros(prior.widths[m]) if x is None else np.asarray(x, float).ravel()
-                         for x in inputs[m]]) for m in used]
-    fitted = fit_coxnet(np.concatenate(columns, axis=1), times, events, seed=seed, **coxnet_kwargs)
+    x, _ = omics_matrix(data, prior.widths)
+    fitted = fit_coxnet(x, data.times, data.events, seed=seed, **coxnet_kwargs)
     if fitted.model is None:
         coef = np.zeros(sum(prior.widths))
     else:

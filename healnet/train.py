@@ -208,8 +208,7 @@ def train_fold(cohort: Cohort, split: dict[str, list[str]], cfg: TrainConfig, ou
                         input_axes=axes, fourier_encode=cfg.fourier_wsi, **model_kwargs).to(device)
     prior = None
     if getattr(model, "prior", None) is not None:
-        prior = set_elastic_net_prior(model.prior, train.inputs, train.times, train.events, names=modalities,
-                                      seed=cfg.seed)
+        prior = set_elastic_net_prior(model.prior, train, names=modalities, seed=cfg.seed)
     train_drop, test_drop = (trained_missing(sub.case_ids, modalities, cfg.train_missing, cfg.seed + fold)
                              for sub in (train, test))
     weights = torch.as_tensor(bin_weights(train.labels, cfg.n_bins), dtype=torch.float32, device=device)

@@ -44,7 +44,7 @@ def test_the_model_starts_as_the_elastic_net_and_a_missing_table_adds_nothing():
     train, test = _two_omics_fold(cohort_missing)
     widths = [25, 15]
     model = HEALNet(input_channels=widths, prior_widths=widths, num_classes=4)
-    fitted = set_elastic_net_prior(model.prior, train.inputs, train.times, train.events, seed=0)
+    fitted = set_elastic_net_prior(model.prior, train, seed=0)
     assert fitted["nonzero"][0] + fitted["nonzero"][1] > 0
 
     reference = fit_coxnet(_matrix(train, widths), train.times, train.events, seed=0)
@@ -79,7 +79,7 @@ def test_healnet_prior_trains_the_attention_and_leaves_the_prior_as_fitted(tmp_p
     subsets, _, _ = prepare_fold(cohort, {**split, "train": fold_train, "val": []},
                                  TrainConfig(modalities=("wsi", "rna"), max_patches=10))
     again = HEALNet(input_channels=[16, 40], prior_widths=[0, 40]).prior
-    set_elastic_net_prior(again, subsets["train"].inputs, subsets["train"].times, subsets["train"].events, seed=0)
+    set_elastic_net_prior(again, subsets["train"], seed=0)
     np.testing.assert_allclose(saved["state_dict"]["prior.weights.1"].numpy(), again.weights[1].detach().numpy(),
                                rtol=1e-6, atol=1e-8)
     assert float(saved["state_dict"]["prior.bias"]) == pytest.approx(float(again.bias))
