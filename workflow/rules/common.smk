@@ -5,6 +5,7 @@
 # as it arrived, and a file that could not be fetched leaves only itself out.
 # A `porpoise_table:` (a PORPOISE/MCAT *_all_clean.csv[.zip]) stands for the cohort's rna, cnv and
 # mutations `omics_tables` and its `clinical_table`, which rule porpoise_<cohort> writes under tables/.
+import inspect
 import os
 import re
 import sys
@@ -292,6 +293,15 @@ def defined(rule_name):
     return workflow.is_rule(rule_name)
 
 
+def per_job(func):
+    """An input or params function of a per-slide rule, with its signature stored: Snakemake inspects it
+    (inspect.signature, ~15 µs) three times per job, a few % of planning all of TCGA (benchmarks/dag.py);
+    inspect.signature returns a stored ``__signature__`` at once."""
+    func.__signature__ = inspect.signature(func)
+    return func
+
+
+@per_job
 def slide_path(wildcards):
     """The slide's file; of a GDC cohort once its `gdc_file` job fetched it (an error if it could not)."""
     row = _slide(wildcards.cohort, wildcards.slide)
@@ -305,6 +315,7 @@ def slide_path(wildcards):
     return row["path"]
 
 
+@per_job
 def slide_mpp_override(wildcards):
     """µm/px for a slide whose metadata lacks it: the sample sheet's ``mpp`` column, else the cohort's."""
     slide = _slide(wildcards.cohort, wildcards.slide)
@@ -329,12 +340,15 @@ def cohort_slides(wildcards):
 
 def slide_paths(wildcards):
     """Input function: the files of the cohort's slides (of a GDC cohort: once its download checkpoint ran)."""
-    return [slides(wildcards.cohort).loc[s, "path"] for s in cohort_slides(wildcards)]
+    return slides(wildcards.cohort)["path"].tolist()
 
 
 def output_dir(pattern):
     """Params function: the folder of a per-slide output ``pattern`` for the job's cohort."""
     return lambda wildcards: os.path.dirname(pattern).format(cohort=wildcards.cohort, encoder=ENCODER)
+
+
+PER_SLIDE = {}  # (cohort, pattern) -> its expansion: several cohort jobs take the same per-slide list
 
 
 def per_slide(pattern):
@@ -343,7 +357,10 @@ def per_slide(pattern):
     def paths(wildcards):
         if wildcards.cohort in GDC_COHORTS:
             return _gdc_per_slide(wildcards.cohort, pattern)
-        return expand(pattern, cohort=wildcards.cohort, slide=cohort_slides(wildcards), encoder=ENCODER)
+        key = (wildcards.cohort, pattern)
+        if key not in PER_SLIDE:
+            PER_SLIDE[key] = expand(pattern, cohort=wildcards.cohort, slide=cohort_slides(wildcards), encoder=ENCODER)
+        return list(PER_SLIDE[key])
     return paths
 
 

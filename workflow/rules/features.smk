@@ -34,6 +34,7 @@ rule stain_target:
         "../scripts/stain_target.py"
 
 
+@per_job
 def slide_case_id(wildcards):
     """The slide's case, from the cohort's inventory: stored in its feature store (attribute
     case_id), so that training groups the slide under it rather than guessing from the file name."""
