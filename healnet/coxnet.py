@@ -53,7 +53,8 @@ class CoxnetModel:
 
 
 def fit_coxnet(x_train, time, event, *, l1_ratio: float = 0.5, seed: int = 0, n_alphas: int = 30,
-               alpha_min_ratio: float = 0.05, n_splits: int = 5, min_events: int = 10) -> CoxnetModel:
+               alpha_min_ratio: float = 0.05, n_splits: int = 5, min_events: int = 10,
+               path_fraction: float | None = None) -> CoxnetModel:
     """Elastic-net Cox (scikit-survival ``CoxnetSurvivalAnalysis``) on standardised features.
 
     The alpha path (``n_alphas`` values down to ``alpha_min_ratio`` × the largest) is computed on
@@ -62,7 +63,8 @@ def fit_coxnet(x_train, time, event, *, l1_ratio: float = 0.5, seed: int = 0, n_
     seeded) as the value with the best mean Harrell c-index on the held-out cases (ties: the larger
     alpha; a fold without a comparable pair scores 0.5).  With fewer than ``min_events`` events (or
     k < 2) no CV is run and the documented fixed rule picks the middle of the path
-    (``alphas[n_alphas // 2]``).  Without any event the model predicts risk 0 and survival 1."""
+    (``alphas[n_alphas // 2]``).  ``path_fraction`` f skips the CV: alpha is ``alphas[int(len(alphas) * f)]`` (the
+    path may stop short of ``n_alphas`` once the fit saturates; :data:`healnet.prior.PRIOR_PENALTY`).  Without any event the model predicts risk 0 and survival 1."""
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
     from sksurv.linear_model import CoxnetSurvivalAnalysis
@@ -84,11 +86,15 @@ def fit_coxnet(x_train, time, event, *, l1_ratio: float = 0.5, seed: int = 0, n_
     def coxnet(baseline: bool = False, **kwargs):
         return CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, fit_baseline_model=baseline, max_iter=100000, **kwargs)
 
-    path = coxnet(True, n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio).fit(xs, y)
+    with np.errstate(over="ignore"):  # the Breslow baseline of the path's least penalised end may overflow
+        path = coxnet(True, n_alphas=n_alphas, alpha_min_ratio=alpha_min_ratio).fit(xs, y)
     alphas = path.alphas_
     n_events, n_censored = int(event.sum()), int((~event).sum())
     k_folds = min(n_splits, n_events, n_censored) if n_censored else min(n_splits, n_events)
-    if n_events < min_events or k_folds < 2:
+    if path_fraction is not None:
+        idx, scores = min(int(len(alphas) * path_fraction), len(alphas) - 1), None
+        reason = f"fixed rule, {path_fraction:g} of the way along the alpha path"
+    elif n_events < min_events or k_folds < 2:
         idx, scores = len(alphas) // 2, None
         reason = f"{n_events} events (< {min_events}) or too few for 2 folds: fixed rule, the middle of the alpha path"
     else:

@@ -221,6 +221,22 @@ def test_coxnet_cv_choice_is_the_best_mean_score():
     assert model.alpha == model.alphas[int(np.argmax(scores))]
 
 
+def test_coxnet_path_fraction_is_that_point_of_sksurvs_path():
+    """path_fraction f skips the inner CV and takes alphas_[int(len(alphas_) * f)] of the path that
+    scikit-survival computes on its own from the standardised data (which may stop before n_alphas
+    once the fit saturates); predictions are its own."""
+    x, time, event = _cox_data(seed=6)
+    model = fit_coxnet(x, time, event, n_alphas=100, alpha_min_ratio=0.01, path_fraction=0.3)
+    xs, y = StandardScaler().fit_transform(x), Surv.from_arrays(event=event, time=time)
+    ref = CoxnetSurvivalAnalysis(l1_ratio=0.5, n_alphas=100, alpha_min_ratio=0.01, max_iter=100000).fit(xs, y)
+    assert model.cv_scores is None and "fixed rule" in model.reason
+    alpha = ref.alphas_[int(len(ref.alphas_) * 0.3)]
+    assert model.alpha == pytest.approx(alpha)
+    x_new, _, _ = _cox_data(n=30, seed=7)
+    np.testing.assert_allclose(model.predict(x_new), ref.predict(StandardScaler().fit(x).transform(x_new), alpha=alpha),
+                               rtol=1e-6, atol=1e-8)
+
+
 def test_coxnet_with_few_or_no_events():
     x, time, _ = _cox_data(n=40)
     event = np.zeros(40, bool)

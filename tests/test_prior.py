@@ -35,10 +35,14 @@ def _matrix(data, widths):
 
 def test_the_model_starts_as_the_elastic_net_and_a_missing_table_adds_nothing():
     """Before training, every hazard logit of HEALNet with the prior is the elastic net's linear
-    predictor, as scikit-survival's own ``predict`` of the fitted model gives it on the test cases
-    (with a case's missing table at its training mean), so the coefficients reach the model in the
-    units of its inputs; a case lacking a table gets no term from it."""
-    from healnet.coxnet import fit_coxnet
+    predictor, as scikit-survival fits it on its own (its default path of 100 alphas down to 1 % of
+    the largest, l1_ratio 0.5, the alpha 0.3 of the way along it, on the z-scored training matrix with a
+    case's missing table at its training mean) and predicts it on the test cases; so the
+    coefficients reach the model in the units of its inputs, and a case lacking a table gets no term
+    from it."""
+    from sklearn.preprocessing import StandardScaler
+    from sksurv.linear_model import CoxnetSurvivalAnalysis
+    from sksurv.util import Surv
 
     cohort_missing = "TCGA-AA-0075"
     train, test = _two_omics_fold(cohort_missing)
@@ -47,9 +51,13 @@ def test_the_model_starts_as_the_elastic_net_and_a_missing_table_adds_nothing():
     fitted = set_elastic_net_prior(model.prior, train, seed=0)
     assert fitted["nonzero"][0] + fitted["nonzero"][1] > 0
 
-    reference = fit_coxnet(_matrix(train, widths), train.times, train.events, seed=0)
-    assert reference.alpha == pytest.approx(fitted["alpha"])
-    expected = reference.predict(_matrix(test, widths))
+    scaler = StandardScaler().fit(_matrix(train, widths))
+    reference = CoxnetSurvivalAnalysis(l1_ratio=0.5, n_alphas=100, alpha_min_ratio=0.01, max_iter=100000).fit(
+        scaler.transform(_matrix(train, widths)), Surv.from_arrays(event=train.events.astype(bool), time=train.times))
+    alpha = reference.alphas_[int(len(reference.alphas_) * 0.3)]
+    assert alpha == pytest.approx(fitted["alpha"])
+    assert "fixed rule, 0.3 of the way" in fitted["reason"]
+    expected = reference.predict(scaler.transform(_matrix(test, widths)), alpha=alpha)
 
     present = torch.tensor([[x is not None for x in case] for case in zip(*test.inputs)])
     assert not present[:, 0].all()  # the case without rna is among the test cases
