@@ -63,8 +63,10 @@ def fit_coxnet(x_train, time, event, *, l1_ratio: float = 0.5, seed: int = 0, n_
     seeded) as the value with the best mean Harrell c-index on the held-out cases (ties: the larger
     alpha; a fold without a comparable pair scores 0.5).  With fewer than ``min_events`` events (or
     k < 2) no CV is run and the documented fixed rule picks the middle of the path
-    (``alphas[n_alphas // 2]``).  ``path_fraction`` f skips the CV: alpha is ``alphas[int(len(alphas) * f)]`` (the
-    path may stop short of ``n_alphas`` once the fit saturates; :data:`healnet.prior.PRIOR_PENALTY`).  Without any event the model predicts risk 0 and survival 1."""
+    (``alphas[n_alphas // 2]``).  ``path_fraction`` f skips the CV: alpha is
+    ``alphas[int(len(alphas) * f)]`` (the path may stop short of ``n_alphas`` once the fit
+    saturates; :data:`healnet.prior.PRIOR_PENALTY`).  Without any event the model predicts risk 0
+    and survival 1."""
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
     from sksurv.linear_model import CoxnetSurvivalAnalysis
