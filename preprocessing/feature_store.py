@@ -125,16 +125,23 @@ def store_summary(path: str | os.PathLike) -> dict:
 
 
 INDEX_COLUMNS = ["slide_id", "case_id", "store", "status", "n_patches"]
+INDEX_FILES = ("slide", "tissue", "patches")  # the slide's file, its tissue GeoJSON, its patch coordinates
 
 
-def write_index(stores: list[str | os.PathLike], path: str | os.PathLike) -> None:
-    """One row per store (:data:`INDEX_COLUMNS`), written atomically: what a cohort's training jobs
-    read instead of naming every store as an input, so that planning all of TCGA stays cheap
-    (a train job then has one input where it had one per slide)."""
+def write_index(stores: list[str | os.PathLike], path: str | os.PathLike,
+                files: dict[str, dict[str, str]] | None = None) -> None:
+    """One row per store (:data:`INDEX_COLUMNS`), written atomically: what a cohort's jobs read instead
+    of naming every slide's outputs as inputs, so that planning all of TCGA stays cheap (a train, QC,
+    attention-map or viewer job has one input where it had up to three per slide).  ``files`` adds
+    the columns of :data:`INDEX_FILES`: column -> {slide id: path} (empty for a slide without one)."""
     import pandas as pd
 
     from preprocessing.io import atomic_path
 
+    files = files or {}
+    unknown = sorted(set(files) - set(INDEX_FILES))
+    if unknown:
+        raise ValueError(f"{path}: index columns {unknown} are not among {list(INDEX_FILES)}")
     rows = []
     for store in map(str, stores):
         if is_h5(store):
@@ -143,21 +150,36 @@ def write_index(stores: list[str | os.PathLike], path: str | os.PathLike) -> Non
         else:
             summary = store_summary(store)  # one open of the store gives all three
             n, status, case = summary["n_patches"], summary["status"], summary["case_id"]
-        rows.append({"slide_id": slide_of(store), "case_id": case or "", "store": store, "status": status,
-                     "n_patches": int(n)})
+        slide = slide_of(store)
+        rows.append({"slide_id": slide, "case_id": case or "", "store": store, "status": status, "n_patches": int(n),
+                     **{column: str(files[column].get(slide, "")) for column in INDEX_FILES if column in files}})
+    columns = INDEX_COLUMNS + [c for c in INDEX_FILES if c in files]
     with atomic_path(path) as tmp:
-        pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(tmp, sep="\t", index=False)
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, sep="\t", index=False)
 
 
-def read_index(path: str | os.PathLike) -> list[str]:
-    """The stores that :func:`write_index` listed in ``path``, in its order."""
+def _read_index_table(path: str | os.PathLike):
     import pandas as pd
 
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     missing = sorted(set(INDEX_COLUMNS) - set(table.columns))
     if missing:
         raise ValueError(f"{path}: not a feature-store index (no column {missing})")
-    return table["store"].tolist()
+    return table
+
+
+def read_index(path: str | os.PathLike) -> list[str]:
+    """The stores that :func:`write_index` listed in ``path``, in its order."""
+    return _read_index_table(path)["store"].tolist()
+
+
+def index_files(path: str | os.PathLike, column: str) -> dict[str, str]:
+    """{slide id: file} from column ``column`` (one of :data:`INDEX_FILES`) of an index, for every slide
+    that has one; an index written without that column is refused by name."""
+    table = _read_index_table(path)
+    if column not in table.columns:
+        raise ValueError(f"{path}: the index has no column {column!r} (it has {list(table.columns)})")
+    return {s: f for s, f in zip(table["slide_id"], table[column]) if f}
 
 
 def read_feature_h5(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -202,7 +202,7 @@ def test_index_lists_each_store_with_its_case_status_and_rows(processed, tissue_
     """The cohort's store index (what training reads instead of one input per slide) gives each
     store's slide, the case written into it, its status and its row count, in the order given; and
     reading it back gives the same stores.  A file that is not an index is refused by name."""
-    from preprocessing.feature_store import read_index, write_index
+    from preprocessing.feature_store import index_files, read_index, write_index
 
     named = tmp_path / "slide-y.zarr"
     extract_features(processed["slide_paths"][tissue_slide], processed["patches"] / f"{tissue_slide}.h5", named,
@@ -216,10 +216,32 @@ def test_index_lists_each_store_with_its_case_status_and_rows(processed, tissue_
         {"slide_id": "slide-y", "case_id": "PATIENT-B", "store": stores[0], "status": "ok", "n_patches": n_tissue},
         {"slide_id": blank_slide_id, "case_id": "", "store": stores[1], "status": "skipped", "n_patches": 0}]
     assert n_tissue > 0 and read_index(index) == stores
+    with pytest.raises(ValueError, match="index.tsv: the index has no column 'patches'"):
+        index_files(index, "patches")
     not_index = tmp_path / "other.tsv"
     not_index.write_text("slide_id\tpath\nx\ty\n")
     with pytest.raises(ValueError, match="other.tsv: not a feature-store index"):
         read_index(not_index)
+
+
+def test_index_gives_each_slide_its_files_and_leaves_unknown_ones_out(processed, tissue_slide, blank_slide_id,
+                                                                      tmp_path):
+    """The files the cohort-level jobs (QC, attention maps, faithfulness, viewer) take from the index
+    instead of one input per slide: each store's row carries its slide's file, tissue and patches;
+    a slide given no file has none (it is not guessed), and a column outside INDEX_FILES is refused."""
+    from preprocessing.feature_store import index_files, write_index
+
+    stores = [str(processed["features"] / f"{s}.zarr") for s in (tissue_slide, blank_slide_id)]
+    slide = {tissue_slide: "/slides/a.svs", blank_slide_id: "/slides/b.svs", "not-in-cohort": "/slides/c.svs"}
+    patches = {tissue_slide: str(processed["patches"] / f"{tissue_slide}.h5")}
+    index = tmp_path / "index.tsv"
+    write_index(stores, index, {"slide": slide, "patches": patches})
+    assert index_files(index, "slide") == {tissue_slide: "/slides/a.svs", blank_slide_id: "/slides/b.svs"}
+    assert index_files(index, "patches") == patches
+    with pytest.raises(ValueError, match="index.tsv: the index has no column 'tissue'"):
+        index_files(index, "tissue")
+    with pytest.raises(ValueError, match=r"\['thumbnail'\] are not among"):
+        write_index(stores, tmp_path / "bad.tsv", {"thumbnail": {}})
 
 
 def test_worker_processes_give_the_same_features(processed, tissue_slide, tmp_path):

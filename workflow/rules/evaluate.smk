@@ -83,11 +83,11 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-# longer than 15 lines: the attention model's folds, the slides, their patches, gene names, the demo's truth
+# longer than 15 lines: the attention model's folds, the slides' index, gene names, the demo's truth
 rule attention_maps:
     input:
         attention=attention_fold_outputs("attention"), predictions=attention_fold_outputs("predictions"),
-        patches=per_slide(rules.tiling.output.h5), slides=slide_paths,
+        index=rules.feature_index.output.table,  # each slide's file and patches
         genes=lambda wildcards: gene_names_of(wildcards.cohort),
         truth_tumour=planted_truth("truth_tumour.npz"),  # the demo's: outlined on the heatmaps
     output:
@@ -99,7 +99,7 @@ rule attention_maps:
     message:
         "Mapping {params.attention_model} attention of cohort {wildcards.cohort} onto slides and genes"
     params:
-        slide_ids=cohort_slides, **settings("evaluate", "attention_model", "attention_cases", "heatmap_px"),
+        **settings("evaluate", "attention_model", "attention_cases", "heatmap_px"),
     conda:
         "../../envs/pipeline.yaml"
     script:
@@ -124,9 +124,8 @@ rule faithfulness:
     input:
         unpack(faithfulness_omics),
         checkpoints=faithfulness_fold_outputs("checkpoint"), predictions=faithfulness_fold_outputs("predictions"),
-        attention=faithfulness_fold_outputs("attention"), features=rules.feature_index.output.table,
-        patches=per_slide(rules.tiling.output.h5), clinical=rules.clinical.output.table,
-        slides=slide_paths,  # of a GDC cohort: after its download checkpoint, which params.slide_ids needs
+        attention=faithfulness_fold_outputs("attention"), clinical=rules.clinical.output.table,
+        features=rules.feature_index.output.table,  # each slide's store and patches
         truth_tumour=planted_truth("truth_tumour.npz"), truth_genes=planted_truth("truth_genes.tsv"),
     output:
         table=result("attention/faithfulness.tsv", caption="../report/faithfulness.rst", table="faithfulness"),
@@ -139,7 +138,7 @@ rule faithfulness:
         "Testing the attention of {params.models} on cohort {wildcards.cohort}: deletion curves, Integrated Gradients"
     params:
         models=faithfulness_models(), omics=lambda wildcards: sorted(faithfulness_omics(wildcards)),
-        slide_ids=cohort_slides, seed=config["seed"],
+        seed=config["seed"],
         **settings("evaluate", "faithfulness_cases", "deletion_fractions", "deletion_repeats", "ig_steps"),
     threads: 2
     conda:
@@ -151,8 +150,7 @@ rule faithfulness:
 # longer than 15 lines: it reads what every stage made of each slide and case
 rule qc:
     input:
-        tissue=per_slide(rules.tiling.output.tissue), patches=per_slide(rules.tiling.output.h5),
-        features=per_slide(rules.features.output.zarr), clinical=rules.clinical.output.table,
+        index=rules.feature_index.output.table, clinical=rules.clinical.output.table,
         omics=omics_files, splits=rules.splits.output.json, inventory=inventory_table,  # none: a cohort of tables
     output:
         slides=result("qc/slides.tsv", caption="../report/qc.rst"),

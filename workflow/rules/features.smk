@@ -67,8 +67,10 @@ rule features:
         "../scripts/features.py"
 
 
-# One row per feature store of the cohort: what the cohort-level jobs (train, faithfulness) read, so
-# that each of them has one input rather than one per slide (planning all of TCGA stays cheap).
+# One row per slide of the cohort: its feature store, case and status, its file, tissue and patches.
+# What the cohort-level jobs (train, qc, attention_maps, faithfulness, viewer) read, so that each of
+# them has one input rather than up to three per slide (planning all of TCGA stays cheap). The
+# tiling outputs are params: the job that wrote a slide's coordinates ran before its features.
 rule feature_index:
     input:
         stores=per_slide(rules.features.output.zarr),
@@ -78,6 +80,8 @@ rule feature_index:
         f"{RESULTS}/{{cohort}}/logs/feature_index.log",
     message:
         "Listing the feature stores of cohort {wildcards.cohort}"
+    params:
+        slide=slide_files, tissue=per_slide(rules.tiling.output.tissue), patches=per_slide(rules.tiling.output.h5),
     conda:
         "../../envs/pipeline.yaml"
     script:

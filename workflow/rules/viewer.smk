@@ -10,12 +10,12 @@ def viewer_targets():
     return expand(rules.viewer.output.folder, cohort=COHORTS)
 
 
-# longer than 15 lines: the heatmaps, the attention model's folds, and each slide's file, tissue and patches
+# longer than 15 lines: the heatmaps, the attention model's folds, the slides' index, OpenSeadragon
 rule viewer:
     input:
         heatmaps=rules.attention_maps.output.heatmaps,
         attention=attention_fold_outputs("attention"), predictions=attention_fold_outputs("predictions"),
-        tissue=per_slide(rules.tiling.output.tissue), patches=per_slide(rules.tiling.output.h5), slides=slide_paths,
+        index=rules.feature_index.output.table,  # each slide's file, tissue and patches
         openseadragon=os.path.join(workflow.basedir, config["viewer"]["openseadragon"], "openseadragon.min.js"),
     output:
         folder=directory(f"{RESULTS}/{{cohort}}/viewer"),  # index.html, tiles/, data/, openseadragon/
@@ -24,7 +24,7 @@ rule viewer:
     message:
         "Writing DeepZoom tiles and the slide viewer of cohort {wildcards.cohort}"
     params:
-        slide_ids=cohort_slides, **settings("viewer", "tile_size", "quality"),
+        **settings("viewer", "tile_size", "quality"),
         **settings("evaluate", "attention_model"),
     conda:
         "../../envs/pipeline.yaml"
