@@ -73,60 +73,6 @@ def _pairs(values: list[str]) -> dict[str, str]:
     return out
 
 
-def build_cohort(tables: dict[str, pd.DataFrame], clinical: pd.DataFrame, source: str):
-    """A :class:`healnet.data.Cohort` of the cases of ``clinical`` (survival rows) with status
-    ``ok`` and at least one omics row, built by :func:`healnet.data.cohort_of` (no slides here);
-    time and event typed (float, int) and each table cut to the cohort's cases.  An error if no
-    case is left."""
-    from .data import cohort_of
-
-    cohort = cohort_of(clinical, tables)
-    survival = cohort.survival
-    if not len(survival):
-        raise ValueError(f"{source}: no case with a valid survival time is in any omics table")
-    dropped = int((clinical["status"] == "ok").sum()) - len(survival)
-    if dropped:
-        log.warning("%d case(s) of the clinical table have no omics row and are left out", dropped)
-    cohort.survival = survival.astype({"time": float, "event": int})
-    cohort.omics = {m: t.loc[t.index.intersection(survival.index)] for m, t in tables.items()}
-    return cohort
-
-
-def load_tables(omics: dict[str, str], clinical: str):
-    """:func:`build_cohort` of omics table files and a clinical table file."""
-    from preprocessing.tabular import read_clinical_table, read_omics_table
-
-    return build_cohort({m: read_omics_table(p) for m, p in omics.items()}, read_clinical_table(clinical), clinical)
-
-
-def load_porpoise(path: str):
-    """:func:`build_cohort` of a PORPOISE/MCAT table (modalities rna, cnv, mutations)."""
-    from preprocessing.tabular import read_porpoise_table
-
-    tables, clinical = read_porpoise_table(path)
-    return build_cohort(tables, clinical, path)
-
-
-def patient_groups(case_ids: list[str], clinical: str | None = None, column: str | None = None) -> list[str]:
-    """The patient of each case: the clinical table's ``column``, else :func:`healnet.splits.patient_of`."""
-    from .splits import patient_of
-
-    if column is None:
-        return [patient_of(c) for c in case_ids]
-    from preprocessing.tabular import read_table
-
-    table = read_table(clinical)
-    if column not in table.columns:
-        raise ValueError(f"{clinical}: no column {column!r} (--patient-column); "
-                         f"columns: {', '.join(table.columns[:20])}")
-    patients = table[column].reindex(case_ids)
-    empty = patients.isna() | patients.astype(str).str.strip().eq("")
-    if empty.any():
-        raise ValueError(f"{clinical}: no patient in column {column!r} for {int(empty.sum())} case(s): "
-                         f"{', '.join(patients.index[empty][:10])}")
-    return patients.astype(str).str.strip().tolist()
-
-
 def train_config(modalities: tuple[str, ...], settings: dict, *, architecture: str, seed: int):
     from .train_config import config_from_dict
 
@@ -167,6 +113,9 @@ def run_cv(*, omics: dict[str, str] | None = None, clinical: str | None = None, 
         raise ValueError(f"--models lists a model twice: {models}")
     if repeats < 1:
         raise ValueError(f"--repeats {repeats}: needs at least 1")
+    from .data import load_porpoise, load_tables
+    from .splits import patient_groups
+
     cohort = load_porpoise(porpoise) if porpoise is not None else load_tables(omics, clinical)
     ids = list(cohort.survival.index)
     groups = patient_groups(ids, clinical, patient_column)

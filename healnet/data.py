@@ -1,5 +1,7 @@
 """A cohort for training: per-case WSI bags (in memory, or lazy: :class:`healnet.bags.LazyBag`),
-raw omics and survival, and the per-fold omics transform that is fitted on training cases only."""
+raw omics and survival, and the per-fold omics transform that is fitted on training cases only.
+The one loader: of the pipeline's outputs (:func:`open_cohort`) and of plain tables, for
+``healnet cv`` and the benchmarks (:func:`load_tables`, :func:`load_porpoise`)."""
 from __future__ import annotations
 
 import logging
@@ -118,3 +120,35 @@ def open_cohort(clinical: str | os.PathLike, feature_stores: list[str], omics: d
     bags, positions, _ = open_bags(feature_stores)
     tables = {m: pd.read_parquet(p) for m, p in omics.items()}
     return cohort_of(survival, tables, bags, positions)
+
+
+def build_cohort(tables: dict[str, pd.DataFrame], clinical: pd.DataFrame, source: str) -> Cohort:
+    """The cohort of plain tables (``healnet cv``): the cases of ``clinical`` (survival rows) with
+    status ``ok`` and at least one omics row, built by :func:`cohort_of` (no slides here);
+    time and event typed (float, int) and each table cut to the cohort's cases.  An error if no
+    case is left."""
+    cohort = cohort_of(clinical, tables)
+    survival = cohort.survival
+    if not len(survival):
+        raise ValueError(f"{source}: no case with a valid survival time is in any omics table")
+    dropped = int((clinical["status"] == "ok").sum()) - len(survival)
+    if dropped:
+        log.warning("%d case(s) of the clinical table have no omics row and are left out", dropped)
+    cohort.survival = survival.astype({"time": float, "event": int})
+    cohort.omics = {m: t.loc[t.index.intersection(survival.index)] for m, t in tables.items()}
+    return cohort
+
+
+def load_tables(omics: dict[str, str], clinical: str) -> Cohort:
+    """:func:`build_cohort` of omics table files and a clinical table file."""
+    from preprocessing.tabular import read_clinical_table, read_omics_table
+
+    return build_cohort({m: read_omics_table(p) for m, p in omics.items()}, read_clinical_table(clinical), clinical)
+
+
+def load_porpoise(path: str) -> Cohort:
+    """:func:`build_cohort` of a PORPOISE/MCAT table (modalities rna, cnv, mutations)."""
+    from preprocessing.tabular import read_porpoise_table
+
+    tables, clinical = read_porpoise_table(path)
+    return build_cohort(tables, clinical, path)

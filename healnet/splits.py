@@ -27,6 +27,24 @@ def patient_of(case_id: str) -> str:
     return match.group(0) if match else case_id
 
 
+def patient_groups(case_ids: list[str], clinical: str | None = None, column: str | None = None) -> list[str]:
+    """The patient of each case: the clinical table's ``column``, else :func:`healnet.splits.patient_of`."""
+    if column is None:
+        return [patient_of(c) for c in case_ids]
+    from preprocessing.tabular import read_table
+
+    table = read_table(clinical)
+    if column not in table.columns:
+        raise ValueError(f"{clinical}: no column {column!r} (--patient-column); "
+                         f"columns: {', '.join(table.columns[:20])}")
+    patients = table[column].reindex(case_ids)
+    empty = patients.isna() | patients.astype(str).str.strip().eq("")
+    if empty.any():
+        raise ValueError(f"{clinical}: no patient in column {column!r} for {int(empty.sum())} case(s): "
+                         f"{', '.join(patients.index[empty][:10])}")
+    return patients.astype(str).str.strip().tolist()
+
+
 def make_splits(case_ids: list[str], events: np.ndarray, *, n_folds: int = 5, val_fraction: float = 0.2,
                 seed: int = 0, strata: list[str] | None = None, groups: list[str] | None = None,
                 n_repeats: int = 1) -> list[dict]:

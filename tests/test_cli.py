@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from sksurv.metrics import concordance_index_censored
 
-from healnet.cli import _pairs, main, patient_groups
+from healnet.cli import _pairs, main
+from healnet.splits import patient_groups
 
 N = 48
 
