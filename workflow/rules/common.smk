@@ -338,12 +338,6 @@ def cohort_slides(wildcards):
     return list(slides(wildcards.cohort).index)
 
 
-def slide_files(wildcards):
-    """Params function: {slide id: file} of the cohort's slides."""
-    table = slides(wildcards.cohort)
-    return dict(zip(table.index, table["path"]))
-
-
 def slide_paths(wildcards):
     """Input function: the files of the cohort's slides (of a GDC cohort: once its download checkpoint ran)."""
     return slides(wildcards.cohort)["path"].tolist()

@@ -67,6 +67,16 @@ rule features:
         "../scripts/features.py"
 
 
+def indexed_files(wildcards, input):
+    """Params function of rule feature_index: {column: {slide id: file}} for the slides whose stores are
+    its inputs: their files (of a GDC cohort from its query: no wait for the others), tissue and patches."""
+    ids = [os.path.basename(s)[:-len(".zarr")] for s in input.stores if s.endswith(".zarr")]
+    files = {"slide": [_slide(wildcards.cohort, s)["path"] for s in ids]}
+    for column, pattern in (("tissue", rules.tiling.output.tissue), ("patches", rules.tiling.output.h5)):
+        files[column] = expand(pattern, cohort=wildcards.cohort, slide=ids)
+    return {column: dict(zip(ids, paths)) for column, paths in files.items()}
+
+
 # One row per slide of the cohort: its feature store, case and status, its file, tissue and patches.
 # What the cohort-level jobs (train, qc, attention_maps, faithfulness, viewer) read, so that each of
 # them has one input rather than up to three per slide (planning all of TCGA stays cheap). The
@@ -81,7 +91,7 @@ rule feature_index:
     message:
         "Listing the feature stores of cohort {wildcards.cohort}"
     params:
-        slide=slide_files, tissue=per_slide(rules.tiling.output.tissue), patches=per_slide(rules.tiling.output.h5),
+        files=indexed_files,
     conda:
         "../../envs/pipeline.yaml"
     script:
