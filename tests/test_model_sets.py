@@ -64,6 +64,14 @@ def test_the_workflow_feeds_a_named_set_its_omics_and_the_default_model_only_the
         assert "rna" in rules and not {"cnv", "mutations"} & rules
     # training reads the cohort's store index, never one input per slide (cheap planning at TCGA scale)
     assert not any("features" in rules for rules in feeds.values())
+    # and so do the other cohort-level jobs: every slide's store, file, tissue and patches through the index
+    reads = {}
+    for src, dst in edges:
+        rule = labels[dst].split("\\n")[0]
+        if rule in ("qc", "attention_maps", "faithfulness", "viewer"):
+            reads.setdefault(rule, set()).add(labels[src].split("\\n")[0])
+    assert {"qc", "attention_maps", "faithfulness"} <= set(reads), reads
+    assert all("feature_index" in r and not {"tiling", "features"} & r for r in reads.values()), reads
 
 
 def test_ablation_table_takes_healnet_and_its_ablations_from_the_summary():
