@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from preprocessing.feature_store import store_path, store_summary
+from preprocessing.feature_store import index_files, store_summary
 from preprocessing.io import atomic_path
 from preprocessing.omics import omics_cases
 from preprocessing.tiling import read_coords
@@ -23,10 +23,15 @@ SLIDE_COLUMNS = ["slide_id", "case_id", "file", "status", "reason", "mpp", "widt
                  "n_patches", "features"]
 
 
-def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_dir: str | os.PathLike,
-                 features_dir: str | os.PathLike) -> pd.DataFrame:
+def slides_table(slides: pd.DataFrame, index: str | os.PathLike | None) -> pd.DataFrame:
     """One row per slide of the inventory with status, reason, mpp, size, tissue area (mm²) and patches
-    (a slide the GDC download step failed or skipped, ``download_status``: that status and why)."""
+    (a slide the GDC download step failed or skipped, ``download_status``: that status and why).
+
+    ``index`` is the cohort's feature index (:func:`preprocessing.feature_store.write_index`, with its
+    ``tissue`` and ``patches`` columns): it names each slide's store, tissue GeoJSON and patch
+    coordinates, so that QC knows no folder layout. A slide it does not list was not processed; None
+    (a cohort of tables) lists none."""
+    files = {column: index_files(index, column) if index else {} for column in ("store", "tissue", "patches")}
     rows = []
     for slide in slides.itertuples():
         sid = slide.slide_id
@@ -39,17 +44,17 @@ def slides_table(slides: pd.DataFrame, tissue_dir: str | os.PathLike, patches_di
             row.update(status=fetched, reason=f"download failed: {reason}" if fetched == "failed" else reason)
             rows.append(row)
             continue
-        geojson = Path(tissue_dir) / f"{sid}.geojson"
-        if geojson.exists():
+        geojson = Path(files["tissue"].get(sid, ""))
+        if geojson.is_file():
             _, meta = read_tissue(geojson)
             row.update({k: meta.get(k) for k in ("mpp", "width", "height", "tissue_area_mm2")})
             row.update(status=meta.get("status", "failed"), reason=meta.get("reason", ""))
-        h5 = Path(patches_dir) / f"{sid}.h5"
-        if h5.exists():
+        h5 = Path(files["patches"].get(sid, ""))
+        if h5.is_file():
             coords, attrs = read_coords(h5)
             row.update(status=str(attrs.get("status")), reason=str(attrs.get("reason")), n_patches=len(coords))
-        store = store_path(features_dir, sid)
-        row["features"] = store.exists()
+        store = files["store"].get(sid)
+        row["features"] = bool(store) and Path(store).exists()
         if row["features"] and row["status"] == "ok":  # a patch that could not be read fails the slide here
             summary = store_summary(store)
             if summary["status"] != "ok":
@@ -105,13 +110,14 @@ def cases_table(survival: pd.DataFrame, slides_qc: pd.DataFrame, omics_cases: di
     return table
 
 
-def write_qc_tables(slides: pd.DataFrame | None, tissue_dir, patches_dir, features_dir, clinical: str | os.PathLike,
+def write_qc_tables(slides: pd.DataFrame | None, index: str | os.PathLike | None, clinical: str | os.PathLike,
                     omics: dict[str, str | os.PathLike] | str | os.PathLike, splits: str | os.PathLike,
                     slides_out, cases_out, modalities: list[str] | None = None) -> None:
     """Both QC tables for a cohort, from the outputs of every stage, written atomically.
 
     ``slides`` is the inventory's slides, None for a cohort without slides (tables only: an empty
-    ``slides.tsv``, every case still in ``cases.tsv``); ``omics`` maps modality names to their
+    ``slides.tsv``, every case still in ``cases.tsv``); ``index`` the cohort's feature index (see
+    :func:`slides_table`); ``omics`` maps modality names to their
     ``omics/{name}.parquet`` (a bare path means RNA); ``modalities`` are those training uses (see
     :func:`cases_table`).
     """
@@ -119,7 +125,7 @@ def write_qc_tables(slides: pd.DataFrame | None, tissue_dir, patches_dir, featur
         omics = {"rna": omics}
     if slides is None:
         slides = pd.DataFrame(columns=["slide_id", "case_id", "path"])
-    slides_qc = slides_table(slides, tissue_dir, patches_dir, features_dir)
+    slides_qc = slides_table(slides, index)
     cases_qc = cases_table(pd.read_parquet(clinical), slides_qc, omics_cases(omics), read_splits(splits), modalities)
     for table, path in ((slides_qc, slides_out), (cases_qc, cases_out)):
         with atomic_path(path) as tmp:

@@ -174,8 +174,8 @@ def read_index(path: str | os.PathLike) -> list[str]:
 
 
 def index_files(path: str | os.PathLike, column: str) -> dict[str, str]:
-    """{slide id: file} from column ``column`` (one of :data:`INDEX_FILES`) of an index, for every slide
-    that has one; an index written without that column is refused by name."""
+    """{slide id: file} from column ``column`` (``store`` or one of :data:`INDEX_FILES`) of an index, for
+    every slide that has one; an index written without that column is refused by name."""
     table = _read_index_table(path)
     if column not in table.columns:
         raise ValueError(f"{path}: the index has no column {column!r} (it has {list(table.columns)})")

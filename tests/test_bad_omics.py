@@ -130,7 +130,7 @@ def test_bad_clinical_rows_are_counted_in_the_qc_table(tmp_path):
     write_splits(tmp_path / "splits.json", [{"train": ["TCGA-AA-0007"], "val": [], "test": ["TCGA-AA-0001"]},
                                             {"train": ["TCGA-AA-0001"], "val": [], "test": ["TCGA-AA-0007"]}])
     slides = pd.DataFrame({"slide_id": ["TCGA-AA-0007-01Z-00-DX1.X"], "case_id": ["TCGA-AA-0007"], "path": ["nowhere.svs"]})
-    write_qc_tables(slides, tmp_path / "t", tmp_path / "p", tmp_path / "f", tmp_path / "clinical.parquet", {"rna": rna},
+    write_qc_tables(slides, None, tmp_path / "clinical.parquet", {"rna": rna},
                     tmp_path / "splits.json", tmp_path / "qc" / "slides.tsv", tmp_path / "qc" / "cases.tsv")
     cases = pd.read_csv(tmp_path / "qc" / "cases.tsv", sep="\t", keep_default_na=False).set_index("case_id")
     assert sorted(cases.index) == sorted(r[0] for r in CLINICAL)  # every case of the clinical file, once
@@ -145,5 +145,5 @@ def test_bad_clinical_rows_are_counted_in_the_qc_table(tmp_path):
     }
     assert cases["status"].value_counts().to_dict() == {"excluded": 6, "used": 1}
     assert cases.loc["TCGA-AA-0006", ["n_slide_files", "n_rna_files", "n_cnv_files", "n_mutations_files"]].tolist() == [0, 0, 0, 0]
-    qc_slides = slides_table(slides, tmp_path / "t", tmp_path / "p", tmp_path / "f")
+    qc_slides = slides_table(slides, None)
     assert qc_slides[["status", "reason"]].values.tolist() == [["failed", "not processed"]]

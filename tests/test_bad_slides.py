@@ -16,7 +16,7 @@ import tifffile
 
 from generators import slide_render
 from healnet.qc import slides_table
-from preprocessing.feature_store import read_features
+from preprocessing.feature_store import read_features, write_index
 from preprocessing.features import extract_features
 from preprocessing.slides import SlideError, open_slide, slide_mpp
 from preprocessing.tiling import read_coords, tile_slide
@@ -140,7 +140,9 @@ def test_the_run_goes_on_and_every_slide_is_accounted_for(corpus, batch):
     slides = pd.DataFrame({"slide_id": list(batch), "case_id": list(batch),
                            "path": [str(corpus["paths"][n]) for n in batch]})
     run = corpus["dir"] / "run"
-    table = slides_table(slides, run, run, run).set_index("slide_id")
+    write_index([batch[n]["store"] for n in batch], run / "index.tsv",
+                {"tissue": {n: str(run / f"{n}.geojson") for n in batch}, "patches": {n: str(run / f"{n}.h5") for n in batch}})
+    table = slides_table(slides, run / "index.tsv").set_index("slide_id")
     for name, (_, final) in EXPECTED.items():
         assert table.loc[name, "status"] == final, (name, table.loc[name, "reason"])
     assert "x=" in table.loc["corrupt_tile_data", "reason"]

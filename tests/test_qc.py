@@ -10,6 +10,7 @@ import pytest
 from healnet.qc import cases_table, slides_table, write_qc_tables
 from healnet.splits import make_splits, write_splits
 from preprocessing.clinical import survival_table
+from preprocessing.feature_store import write_index
 from preprocessing.features import extract_features
 from preprocessing.inventory import SLIDE_TYPE
 from preprocessing.tiling import read_coords, tile_slide
@@ -33,6 +34,11 @@ def outputs(processed, demo_files, blank_slide_id, tmp_path):
     extract_features(broken, dirs["patches"] / f"{BROKEN}.h5", dirs["features"] / f"{BROKEN}.zarr")  # 0 patches
     ok = sorted(s for s in processed["tiling"] if s != blank_slide_id)
     no_store = ok[0]
+    index = tmp_path / "index.tsv"  # as rule feature_index writes it, before the store of no_store went
+    stores = sorted(dirs["features"].glob("*.zarr"))
+    ids = [store.stem for store in stores]
+    write_index(stores, index, {"tissue": {s: str(dirs["tissue"] / f"{s}.geojson") for s in ids},
+                                "patches": {s: str(dirs["patches"] / f"{s}.h5") for s in ids}})
     shutil.rmtree(dirs["features"] / f"{no_store}.zarr")
     extra = pd.DataFrame([
         {"file_id": "x1", "file_name": f"{BROKEN}.svs", "data_type": SLIDE_TYPE, "case_id": "TCGA-ZZ-0001",
@@ -43,11 +49,11 @@ def outputs(processed, demo_files, blank_slide_id, tmp_path):
     files = pd.concat([demo_files, extra], ignore_index=True)
     slides = files[files["data_type"] == SLIDE_TYPE].copy()
     slides["slide_id"] = slides["file_name"].str.removesuffix(".svs")
-    return {**dirs, "files": files, "slides": slides, "ok": ok[1:], "no_store": no_store}
+    return {**dirs, "index": index, "files": files, "slides": slides, "ok": ok[1:], "no_store": no_store}
 
 
 def test_every_slide_has_one_row_with_its_status(outputs, processed, blank_slide_id):
-    table = slides_table(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"])
+    table = slides_table(outputs["slides"], outputs["index"])
     assert sorted(table["slide_id"]) == sorted(outputs["slides"]["slide_id"])
     assert table["slide_id"].is_unique
     row = table.set_index("slide_id")
@@ -67,7 +73,7 @@ def test_every_slide_has_one_row_with_its_status(outputs, processed, blank_slide
 
 
 def test_every_case_has_one_row_with_its_status(outputs, demo_cohort, demo_truth, blank_slide_id):
-    slides_qc = slides_table(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"])
+    slides_qc = slides_table(outputs["slides"], outputs["index"])
     survival = survival_table(demo_cohort["clinical"], outputs["files"])
     truth = demo_truth.set_index("case_submitter_id")
     blank_case = slides_qc.set_index("slide_id").loc[blank_slide_id, "case_id"]
@@ -107,7 +113,7 @@ def test_write_qc_tables(outputs, demo_cohort, tmp_path):
     ok = survival[survival["status"] == "ok"]
     splits = tmp_path / "splits.json"
     write_splits(splits, make_splits(ok["case_id"].tolist(), ok["event"].to_numpy(), n_folds=2, seed=1))
-    write_qc_tables(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"], clinical, rna,
+    write_qc_tables(outputs["slides"], outputs["index"], clinical, rna,
                     splits, tmp_path / "qc" / "slides.tsv", tmp_path / "qc" / "cases.tsv")
     slides = pd.read_csv(tmp_path / "qc" / "slides.tsv", sep="\t")
     cases_qc = pd.read_csv(tmp_path / "qc" / "cases.tsv", sep="\t")
@@ -151,7 +157,7 @@ def test_write_qc_tables_reads_every_omics_output(outputs, demo_cohort, demo_tru
     ok = survival[survival["status"] == "ok"]
     splits = tmp_path / "splits.json"
     write_splits(splits, make_splits(ok["case_id"].tolist(), ok["event"].to_numpy(), n_folds=2, seed=1))
-    write_qc_tables(outputs["slides"], outputs["tissue"], outputs["patches"], outputs["features"], clinical, paths,
+    write_qc_tables(outputs["slides"], outputs["index"], clinical, paths,
                     splits, tmp_path / "qc" / "slides.tsv", tmp_path / "qc" / "cases.tsv")
     cases_qc = pd.read_csv(tmp_path / "qc" / "cases.tsv", sep="\t").set_index("case_id")
     for name, col in (("rna", "has_rna"), ("cnv", "has_cnv"), ("mutations", "has_maf")):
@@ -186,3 +192,27 @@ def test_test_fold_is_the_fold_of_repeat_0():
     assert "repeat" not in single[0]
     table = cases_table(survival, slides_qc, omics, single).set_index("case_id")
     assert table["test_fold"].to_dict() == {c: k for k, f in enumerate(single) for c in f["test"]}
+
+
+def test_slides_table_finds_each_slides_files_through_the_index_alone(outputs, tmp_path):
+    """QC knows no folder layout: with every tissue, patch and store file moved and renamed, an index
+    that names them gives the same table; a slide the index leaves out was not processed."""
+    expected = slides_table(outputs["slides"], outputs["index"])
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    ids = [s.stem for s in sorted(outputs["features"].glob("*.zarr"))]
+    for k, sid in enumerate(ids):
+        shutil.copy(outputs["tissue"] / f"{sid}.geojson", moved / f"t{k}.geojson")
+        shutil.copy(outputs["patches"] / f"{sid}.h5", moved / f"p{k}.h5")
+        shutil.copytree(outputs["features"] / f"{sid}.zarr", moved / f"s{k}" / f"{sid}.zarr")
+    index = tmp_path / "moved.tsv"
+    write_index([moved / f"s{k}" / f"{sid}.zarr" for k, sid in enumerate(ids)], index,
+                {"tissue": {sid: str(moved / f"t{k}.geojson") for k, sid in enumerate(ids)},
+                 "patches": {sid: str(moved / f"p{k}.h5") for k, sid in enumerate(ids)}})
+    for folder in ("tissue", "patches", "features"):
+        shutil.rmtree(outputs[folder])
+    table = slides_table(outputs["slides"], index).set_index("slide_id")
+    # every slide that still has a store reads as before; no_store is no longer listed at all
+    cols = ["status", "reason", "mpp", "width", "height", "tissue_area_mm2", "n_patches", "features"]
+    pd.testing.assert_frame_equal(table.loc[ids, cols], expected.set_index("slide_id").loc[ids, cols])
+    assert table.loc[outputs["no_store"], ["status", "reason"]].tolist() == ["failed", "not processed"]

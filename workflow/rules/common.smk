@@ -343,11 +343,6 @@ def slide_paths(wildcards):
     return slides(wildcards.cohort)["path"].tolist()
 
 
-def output_dir(pattern):
-    """Params function: the folder of a per-slide output ``pattern`` for the job's cohort."""
-    return lambda wildcards: os.path.dirname(pattern).format(cohort=wildcards.cohort, encoder=ENCODER)
-
-
 PER_SLIDE = {}  # (cohort, pattern) -> its expansion: several cohort jobs take the same per-slide list
 
 

@@ -160,8 +160,7 @@ rule qc:
     message:
         "Accounting for every slide and case of cohort {wildcards.cohort}"
     params:
-        tissue_dir=output_dir(rules.tiling.output.tissue), patches_dir=output_dir(rules.tiling.output.h5),
-        features_dir=output_dir(rules.features.output.zarr), modalities=config["train"]["modalities"],
+        modalities=config["train"]["modalities"],
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -8,6 +8,6 @@ with job_log(snakemake.log[0]):
     inp, p = snakemake.input, snakemake.params
     # a cohort of tables only (no sample sheet, no inventory) has no slides; its cases are still accounted for
     slides = slides_of(read_inventory_table(inp.inventory)) if inp.inventory else None
-    write_qc_tables(slides, p.tissue_dir, p.patches_dir, p.features_dir, inp.clinical,
+    write_qc_tables(slides, inp.index, inp.clinical,
                     {Path(o).stem: o for o in inp.omics}, inp.splits,  # omics/{name}.parquet
                     snakemake.output.slides, snakemake.output.cases, modalities=p.modalities)
