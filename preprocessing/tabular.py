@@ -46,8 +46,12 @@ PORPOISE_SUFFIXES = {"rna": "_rnaseq", "cnv": "_cnv", "mutations": "_mut"}
 DAYS_PER_MONTH = 30.44  # days in a month (365.25 / 12, rounded as TCGA-derived tables use it)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A table with its case ids as a string index named ``case_id`` (see the module docstring)."""
+def read_table(path: str | os.PathLike, numbers: bool = False) -> pd.DataFrame:
+    """A table with its case ids as a string index named ``case_id`` (see the module docstring).
+
+    A text table is read as strings, or with ``numbers`` (an omics table) with its values parsed
+    as numbers where they are (its case ids stay strings): a cohort's 60 000 genes as strings
+    would take gigabytes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
@@ -57,7 +61,12 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if ID not in table.columns and (table.index.name is not None or not isinstance(table.index, pd.RangeIndex)):
             table = table.reset_index()
     elif name.endswith((".tsv", ".txt", ".csv")):
-        table = pd.read_csv(path, sep="," if name.endswith(".csv") else "\t", dtype=str)
+        sep = "," if name.endswith(".csv") else "\t"
+        dtype = str
+        if numbers:
+            header = pd.read_csv(path, sep=sep, nrows=0).columns
+            dtype = {ID if ID in header else header[0]: str} if len(header) else str
+        table = pd.read_csv(path, sep=sep, dtype=dtype, float_precision="round_trip")
     else:
         raise ValueError(f"{path}: unknown table format; use .tsv, .txt, .csv (optionally .gz) or .parquet")
     return index_by_case(table, path)
@@ -86,10 +95,10 @@ def index_by_case(table: pd.DataFrame, source: str | os.PathLike, unique: bool =
 def validate_omics(table: pd.DataFrame, source: str | os.PathLike) -> pd.DataFrame:
     """Cases × features (index ``case_id``) as floats, checked (module docstring); all-NaN columns
     dropped. ``source`` names the file in errors and the log."""
-    table = table.copy()
-    table.columns = table.columns.astype(str)
-    numeric = table.apply(pd.to_numeric, errors="coerce")
-    bad = (numeric.isna() & table.notna()).any()
+    table = table.set_axis(table.columns.astype(str), axis=1)
+    words = [c for c, kind in zip(table.columns, table.dtypes) if kind.kind not in "iuf"]  # text, True/False
+    numeric = table.apply(pd.to_numeric, errors="coerce") if words else table.astype(float, copy=False)
+    bad = (numeric[words].isna() & table[words].notna()).any() | (table[words].dtypes == bool)
     if bad.any():
         cols = list(bad[bad].index)
         raise ValueError(f"{source}: non-numeric values in {len(cols)} column(s): {', '.join(cols[:10])}")
@@ -112,7 +121,7 @@ def validate_omics(table: pd.DataFrame, source: str | os.PathLike) -> pd.DataFra
 
 def read_omics_table(path: str | os.PathLike) -> pd.DataFrame:
     """Cases × features of an omics table, validated (module docstring); all-NaN columns dropped."""
-    return validate_omics(read_table(path), path)
+    return validate_omics(read_table(path, numbers=True), path)
 
 
 def write_omics_table(path: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:

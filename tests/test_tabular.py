@@ -84,6 +84,25 @@ def test_omics_bad_values_name_the_file_and_columns(tmp_path):
         read_omics_table(_save(missing_id, tmp_path / "noid.csv"))
 
 
+def test_omics_text_is_parsed_exactly_and_ids_stay_text(tmp_path):
+    """Values as Python's float() reads their text (17 significant digits, exponents), case ids such
+    as ``007`` as written, and True/False refused as words: in TSV and gzipped CSV alike."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(5, 40)) * 10.0 ** rng.integers(-9, 9, size=40)
+    ids = ["007", "010", "1e3", "42", "TCGA-AA-0001"]
+    df = pd.DataFrame(values, columns=[f"g{j}" for j in range(40)]).assign(case_id=ids)
+    for name in ("exact.tsv", "exact.csv.gz"):
+        path = _save(df, tmp_path / name)
+        table = read_omics_table(path)
+        assert list(table.index) == sorted(ids)
+        text = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",", dtype=str).set_index("case_id")
+        expected = np.vectorize(float)(text.loc[table.index, table.columns].to_numpy())  # the oracle: float(str)
+        assert np.array_equal(table.to_numpy(), expected)
+    flags = OMICS.assign(g4=["True", "False", "True", "False"])
+    with pytest.raises(ValueError, match=r"flags\.tsv: non-numeric values in 1 column\(s\): g4"):
+        read_omics_table(_save(flags, tmp_path / "flags.tsv"))
+
+
 CLINICAL = pd.DataFrame({"case_id": IDS, "time": [100.0, 250.5, -4.0, 30.0], "event": [1, 0, 1, 0]})
 
 

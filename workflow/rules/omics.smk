@@ -147,8 +147,8 @@ rule mutations:
 for _cohort in COHORTS:
     for _name, _table in omics_tables(_cohort).items():
 
-        # resources in the rule: profiles cannot name a generated rule
-        # longer than 15 lines: a generated rule's name: and resources:
+        # No profile can name a generated rule: it takes the default resources (a cohort's table: under
+        # 2 GB, benchmarks/omics_table.py; a retry gets twice, then three times that)
         rule:
             name:
                 re.sub(r"\W", "_", f"tabular_omics_{_cohort}_{_name}")
@@ -160,9 +160,6 @@ for _cohort in COHORTS:
                 f"{RESULTS}/{_cohort}/logs/tabular_omics_{_name}.log",
             message:
                 f"Validating omics table {_name} of cohort {_cohort}"
-            resources:
-                mem_mb=lambda wc, attempt: 8000 * attempt,
-                runtime=lambda wc, attempt: 30 * attempt,
             conda:
                 "../../envs/pipeline.yaml"
             script:
@@ -173,8 +170,8 @@ for _cohort in COHORTS:
 for _cohort in COHORTS:
     if config["cohorts"][_cohort].get("porpoise_table"):
 
-        # resources in the rule: profiles cannot name a generated rule
-        # longer than 15 lines: a generated rule's name: and resources:
+        # longer than 15 lines: a generated rule's name:. No profile can name it: it takes the default
+        # resources (a cohort's table: seconds and under 2 GB; a retry gets twice, then three times that)
         rule:
             name:
                 re.sub(r"\W", "_", f"porpoise_{_cohort}")
@@ -187,9 +184,6 @@ for _cohort in COHORTS:
                 f"{RESULTS}/{_cohort}/logs/porpoise.log",
             message:
                 f"Splitting the PORPOISE table of cohort {_cohort} into omics and survival tables"
-            resources:
-                mem_mb=lambda wc, attempt: 8000 * attempt,
-                runtime=lambda wc, attempt: 30 * attempt,
             conda:
                 "../../envs/pipeline.yaml"
             script:
