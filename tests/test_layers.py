@@ -17,6 +17,7 @@ count: they are dependencies all the same).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,16 @@ def test_pipeline_never_imports_the_generators(path):
     generated = sorted(n for n in imported_modules(path) if _is_under(n, "generators"))
     assert not generated, (f"{path.relative_to(ROOT)} imports {generated}: "
                            "preprocessing and healnet must not depend on generators")
+
+
+def test_readme_architecture_names_every_module():
+    """The README's Architecture block names every module of the packages and every benchmark, so
+    that a newcomer's map matches the tree (a module added or renamed without it fails here)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Architecture", 1)[1].split("```")[1]
+    named = set(re.findall(r"\w+", block))
+    modules = [p for folder in ("preprocessing", "healnet", "generators", "benchmarks")
+               for p in sorted((ROOT / folder).glob("*.py")) if p.stem != "__init__"]
+    assert len(modules) > 40
+    missing = [str(p.relative_to(ROOT)) for p in modules if p.stem not in named]
+    assert not missing, f"README Architecture does not name: {missing}"
