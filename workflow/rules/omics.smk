@@ -147,8 +147,8 @@ rule mutations:
 for _cohort in COHORTS:
     for _name, _table in omics_tables(_cohort).items():
 
-        # No profile can name a generated rule: it takes the default resources (a cohort's table: under
-        # 2 GB, benchmarks/omics_table.py; a retry gets twice, then three times that)
+        # No profile can name a generated rule: it takes the default resources (1 000 cases × 20 000
+        # genes: 0.8 GB, benchmarks/omics_table.py; a retry gets twice, then three times the default)
         rule:
             name:
                 re.sub(r"\W", "_", f"tabular_omics_{_cohort}_{_name}")
@@ -171,7 +171,7 @@ for _cohort in COHORTS:
     if config["cohorts"][_cohort].get("porpoise_table"):
 
         # longer than 15 lines: a generated rule's name:. No profile can name it: it takes the default
-        # resources (a cohort's table: seconds and under 2 GB; a retry gets twice, then three times that)
+        # resources (the largest development cohort's table, LUAD: 0.2 GB and 4 s)
         rule:
             name:
                 re.sub(r"\W", "_", f"porpoise_{_cohort}")
