@@ -115,12 +115,11 @@ def test_profiles_size_the_jobs(name):
 
 
 def test_rules_name_no_memory_or_run_time():
-    """Only the rules a profile cannot name (generated per cohort) keep
-    mem_mb / runtime; gdc_file keeps its gdc_connections, the bound on parallel downloads."""
+    """No rule names mem_mb / runtime, not even those generated per cohort (they take the profiles'
+    default-resources); gdc_file keeps its gdc_connections, the bound on parallel downloads."""
     sizes = {smk.name: len(re.findall(r"^\s*(?:mem_mb|runtime)\s*=", smk.read_text(), re.M))
              for smk in RULES.glob("*.smk")}
-    assert sizes.pop("omics.smk") == 4  # tabular_omics_<cohort>_<name>, porpoise_<cohort>
-    assert not any(sizes.values()), sizes
+    assert "omics.smk" in sizes and not any(sizes.values()), sizes
     assert re.search(r"^\s*gdc_connections=1", (RULES / "download.smk").read_text(), re.M)
 
 
