@@ -43,11 +43,6 @@ STAIN_FIT = "stain_fit"  # N × K, float32 (stain normalisation only)
 CASE_ID = "case_id"  # attribute: the slide's case, when the writer was given it
 
 
-def store_path(features_dir: str | os.PathLike, slide_id: str) -> Path:
-    """Where the store of ``slide_id`` lives in ``features_dir``."""
-    return Path(features_dir) / f"{slide_id}{STORE_SUFFIX}"
-
-
 def slide_of(path: str | os.PathLike) -> str:
     """The slide id of a store or feature h5 file: its file name without the suffix."""
     return os.path.splitext(os.path.basename(str(path)))[0]
