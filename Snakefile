@@ -13,7 +13,6 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
-include: "workflow/rules/tiling.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/omics.smk"
 include: "workflow/rules/train.smk"

@@ -97,3 +97,24 @@ def cohort_mosaic(slides: list[tuple[str, str]], n_patches: int = 64, seed: int 
         tiles += [patches[j].numpy() for j in range(len(rows))]
     grid = [np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(len(tiles) // cols)]
     return np.concatenate(grid, axis=0)
+
+
+def tiled_cohort_mosaic(slides: list[str], tissue, tiling, mpp_fallbacks: list[float | None], *,
+                        coords: list[str] | None = None, n_patches: int = 64, seed: int = 0) -> np.ndarray:
+    """:func:`cohort_mosaic` of slides not tiled yet: each is segmented and tiled as its own job will
+    do it (``tissue``/``tiling`` params, µm/px fallbacks, CLAM/TRIDENT ``coords`` files), into a
+    temporary folder, so the patches drawn are those the features will be normalised on."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from .tiling import segment_and_tile
+
+    with tempfile.TemporaryDirectory(prefix="stain-target-") as tmp:
+        pairs = []
+        for k, slide in enumerate(slides):
+            out = SimpleNamespace(**{key: os.path.join(tmp, f"{k}.{name}") for key, name in (
+                ("tissue", "geojson"), ("tissue_png", "tissue.png"), ("h5", "h5"), ("png", "patches.png"))})
+            segment_and_tile(slide, out, tissue, tiling, mpp_fallback=mpp_fallbacks[k],
+                             coords=coords[k] if coords else None)
+            pairs.append((slide, out.h5))
+        return cohort_mosaic(pairs, n_patches, seed)

@@ -81,7 +81,7 @@ def test_adding_a_cohort_file_plans_only_that_cohort(tmp_path):
     assert dry.returncode == 0, dry.stderr[-4000:]
     counts, cohorts = planned(dry)
     assert cohorts == {"second"}
-    assert counts["tiling"] == counts["features"] == n_slides(second)
+    assert "tiling" not in counts and counts["features"] == n_slides(second)
     assert counts["evaluate"] == counts["qc"] == counts["clinical"] == counts["splits"] == 1
 
 
@@ -139,5 +139,5 @@ def test_gdc_cohort_resolves_its_checkpoint_and_downloads(tmp_path):
     pd.testing.assert_frame_equal(ours[["time", "event", "status"]], truth[["time", "event", "status"]])
     # the dry run now plans the discovered slides, and neither query nor download again
     counts, cohorts = planned(dry)
-    assert cohorts == {"gdct"} and counts["tiling"] == n_slides(raw)
+    assert cohorts == {"gdct"} and counts["features"] == n_slides(raw)
     assert "gdc_manifest" not in counts and "download" not in counts

@@ -103,16 +103,16 @@ def test_plan_jobs_faults_and_token(archive, tmp_path):
         run = snakemake(work, *QC, env=env)
         assert run.returncode == 0, run.stderr[-4000:]
         assert re.search(r"Provided resources: .*gdc_connections\D+2\b", run.stdout + run.stderr)  # config gdc.connections
-        # a slide's jobs start as it arrives: each tiling job is planned once its own gdc_file checkpoint
-        # has run (the input function waits for that one file), and no tiling job waits for the
-        # cohort-wide download checkpoint
+        # a slide's job starts as it arrives: each features job (tissue, patches, features) is planned once
+        # its own gdc_file checkpoint has run (the input function waits for that one file), and no
+        # features job waits for the cohort-wide download checkpoint
         drawn = snakemake(work, "--dag", "dot", *QC, env=env)
         assert drawn.returncode == 0 and "digraph" in drawn.stdout, drawn.stderr[-2000:]
         rule_of = {n: label.split("\\n")[0] for n, label in re.findall(r'(\d+)\[label = "([^"]+)"', drawn.stdout)}
         waits_for = {}
         for a, b in re.findall(r"(\d+) -> (\d+)", drawn.stdout):
             waits_for.setdefault(rule_of[b], set()).add(rule_of[a])
-        assert "tiling" in rule_of.values() and "download" not in waits_for.get("tiling", set())
+        assert "features" in rule_of.values() and "download" not in waits_for.get("features", set())
         again = snakemake(work, "-n", *QC, env=env)
         assert "Nothing to be done" in again.stdout + again.stderr
         assert TOKEN in server.tokens_seen  # sent as X-Auth-Token on data requests

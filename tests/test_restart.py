@@ -203,8 +203,10 @@ def test_killed_runs_resume_to_identical_outputs(cohort, tmp_path):
         return len(list(res.glob(pattern)))
 
     kill_points = [
-        ("tiling", lambda: count("logs/tiling/*.log") > 0, lambda: count("patches/*.h5") < n_slides),
-        ("features", lambda: count("logs/features/*/*.log") > 0, lambda: count("features/*/*.zarr") < n_slides),
+        # one job per slide segments, tiles, then encodes: killed once a slide's tissue is written, then
+        # once a store is being encoded (its hidden partial store exists)
+        ("tiling", lambda: count("tissue/*.geojson") > 0, lambda: count("patches/*.h5") < n_slides),
+        ("features", lambda: count("features/*/.*.tmp-partial") > 0, lambda: count("features/*/*.zarr") < n_slides),
         ("train", lambda: count("logs/train/*/*.log") > 0, lambda: count("models/*/fold*/metrics.json") < N_FOLDS),
     ]
     report = []

@@ -4,7 +4,7 @@ The cluster is installed (Debian packages) when missing and started in a tempora
 skips, with the reason, where that is impossible, except when HEALNET_REQUIRE_SLURM=1 (.ci/run sets
 it), where it fails. Only what this machine cannot give is overridden on the command line: memory and
 CPUs (the profile asks for TCGA-sized jobs on GPU nodes) and the first status check (5 s, not 40 s).
-Partitions (cpu, gpu), the GPU request, the tiling grouping and retries come from the profile;
+Partitions (cpu, gpu), the GPU request and retries come from the profile;
 the cluster has both partitions and two fake GPUs (GRES) on its node.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def cluster():
         assert not c.running()
 
 
-def profile_overrides(cpus: int, mem_mb: int = 1000) -> list[str]:
+def profile_overrides(mem_mb: int = 1000) -> list[str]:
     """The profile's own per-rule settings with memory and CPUs cut to this node (2 CPUs, a few GB).
 
     Given on the command line, --set-resources / --default-resources / --set-threads replace the
@@ -69,10 +69,7 @@ def profile_overrides(cpus: int, mem_mb: int = 1000) -> list[str]:
             return f"{key}=1"
         return entry
 
-    group_limits = [f"cpus_per_task={min(cpus, 1)}" if e.startswith("cpus_per_task=") else f"mem_mb={2 * mem_mb}"
-                    for e in prof["resources"]]
-    return (["--resources", *group_limits]
-            + ["--default-resources", *map(cut, prof["default-resources"])]
+    return (["--default-resources", *map(cut, prof["default-resources"])]
             + ["--set-resources", *map(cut, prof["set-resources"])]
             + ["--set-threads", *[f"{e.split('=')[0]}=1" for e in prof["set-threads"]]])
 
@@ -92,7 +89,7 @@ def test_demo_dag_runs_through_the_slurm_profile(cluster, tmp_path, monkeypatch)
            "--configfile", str(work / "config.yaml"),
            "--workflow-profile", str(PROFILE),
            "--slurm-init-seconds-before-status-checks", "5",
-           "--latency-wait", "5", "--jobs", "4", *profile_overrides(cluster.node["cpus"])]
+           "--latency-wait", "5", "--jobs", "4", *profile_overrides()]
     t0 = time.monotonic()
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=work,
                          env={**cluster.env, "HEALNET_SLURM_ACCOUNT": "healnet"})
@@ -116,16 +113,16 @@ def test_demo_dag_runs_through_the_slurm_profile(cluster, tmp_path, monkeypatch)
     assert ext_ids and ext_ids == set(acct), (sorted(ext_ids), sorted(acct))
     assert all(row["State"] == "COMPLETED" and row["ExitCode"] == "0:0" for row in acct.values()), acct
 
-    # one SLURM job per job of Snakemake's job stats, except the tiling of all slides: one group job
-    # (up to 50 slides per job); `all` runs on the submit host
+    # one SLURM job per job of Snakemake's job stats (a slide's tissue, patches and features are one);
+    # `all` runs on the submit host
     stats = re.search(r"Job stats:\n(.*?)\n\s*total\s+(\d+)", log, re.S)
     counts = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", stats.group(1), re.M)}
-    assert counts["tiling"] == cohort["n_slides"] and "tissue" not in counts
-    expected = {r: n for r, n in counts.items() if r not in ("tiling", "all")} | {"group": 1}
+    assert counts["features"] == cohort["n_slides"] and not {"tissue", "tiling"} & set(counts)
+    expected = {r: n for r, n in counts.items() if r != "all"}
     by_rule: dict[str, list[dict]] = {}
     for jid, row in acct.items():
         rule = row["Comment"].removeprefix("rule_").split("_wildcards")[0]  # the plugin's --comment
-        by_rule.setdefault("group" if rule.startswith("slides") else rule, []).append(row)
+        by_rule.setdefault(rule, []).append(row)
     assert {r: len(v) for r, v in by_rule.items()} == expected, acct
     assert all(row["Account"] == "healnet" for row in acct.values())
     # the GPU rules went to the profile's gpu partition with one GPU; the others to cpu without

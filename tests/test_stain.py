@@ -135,3 +135,19 @@ def test_store_records_method_target_and_fallbacks(real_slide, real_patches, oth
     assert not np.array_equal(raw[:5], feats[:5]) and np.array_equal(raw[5], feats[5])  # the glass patch: raw
     extract_features(real_slide, h5, tmp_path / "b.zarr", batch_size=4, stain_target=target)
     assert np.array_equal(read_features(tmp_path / "b.zarr")[0], feats)
+
+
+def test_a_cohort_target_draws_the_patches_the_slides_own_jobs_tile(processed):
+    """Rule stain_target runs before any slide's job has tiled it, so it tiles the slides itself: the
+    mosaic must be the one drawn from the coordinates tiled separately (tests/conftest.py, defaults)."""
+    from preprocessing.tiling import TilingParams
+    from preprocessing.tissue import TissueParams
+
+    ids = sorted(processed["slide_paths"])[:4]
+    slides = [processed["slide_paths"][s] for s in ids]
+    expected = stain_target.cohort_mosaic([(p, processed["patches"] / f"{s}.h5") for s, p in zip(ids, slides)],
+                                          n_patches=9, seed=5)
+    got = stain_target.tiled_cohort_mosaic(slides, TissueParams(), TilingParams(), [None] * len(slides),
+                                           n_patches=9, seed=5)
+    assert got.shape == expected.shape and got.shape[0] > 0
+    np.testing.assert_array_equal(got, expected)

@@ -96,14 +96,14 @@ def test_second_invocation_has_nothing_to_do(finished_run):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
-def test_changing_a_tiling_setting_reruns_tiling_and_downstream_only(finished_run):
+def test_changing_a_tiling_setting_reruns_the_slides_jobs_and_downstream_only(finished_run):
     work, _ = finished_run
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["tiling"]["min_tissue"] = 0.6
     changed = work / "config_changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     planned = _dry_run_rules(work, changed)
-    assert {"tiling", "features", "train"} <= planned, planned
+    assert {"features", "train"} <= planned, planned  # one job per slide: tissue, patches, features
     assert not planned & {"rna", "clinical", "splits", "inventory"}, planned
 
 
@@ -126,13 +126,14 @@ def _with_features(work: Path, name: str, **features) -> Path:
 
 def test_stain_normalisation_reruns_features_and_what_follows_only(finished_run, tmp_path):
     """Turning stain normalisation on, or changing its method, reruns the stain target, every
-    feature store and everything downstream of them; tiling (with tissue) and the omics stay as they are.
+    feature store (each slide's one job: tissue, patches, features) and everything downstream of them;
+    the omics stay as they are.
     The stores written name the method and the target they were normalised to."""
     import shutil
 
     work = tmp_path / "dag"
     shutil.copytree(finished_run[0], work, symlinks=True)
-    upstream = {"tiling", "rna", "clinical", "splits"}
+    upstream = {"rna", "clinical", "splits"}
     macenko = _with_features(work, "macenko.yaml", stain_norm="macenko")
     planned = _dry_run_rules(work, macenko)
     assert {"stain_target", "features", "train", "evaluate", "qc"} <= planned, planned

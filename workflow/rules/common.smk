@@ -318,16 +318,24 @@ def slide_path(wildcards):
 @per_job
 def slide_mpp_override(wildcards):
     """µm/px for a slide whose metadata lacks it: the sample sheet's ``mpp`` column, else the cohort's."""
-    slide = _slide(wildcards.cohort, wildcards.slide)
+    return mpp_fallback(wildcards.cohort, wildcards.slide)
+
+
+def mpp_fallback(cohort, slide_id):
+    slide = _slide(cohort, slide_id)
     if "mpp" in slide and str(slide["mpp"]).strip() not in ("", "nan", "None"):
         return float(slide["mpp"])
-    return cohort_key("mpp_fallback")(wildcards)
+    return COHORT_CONFIG[cohort].get("mpp_fallback")
 
 
 def external_coords(wildcards):
     """An existing CLAM or TRIDENT coordinate file for the slide (config tiling.coords_from)."""
+    return coords_file(wildcards.slide)
+
+
+def coords_file(slide_id):
     pattern = config["tiling"]["coords_pattern"]
-    return os.path.join(config["tiling"]["coords_from"], pattern.format(slide=wildcards.slide))
+    return os.path.join(config["tiling"]["coords_from"], pattern.format(slide=slide_id))
 
 
 def rna_paths(wildcards):

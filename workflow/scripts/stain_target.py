@@ -1,11 +1,14 @@
 from preprocessing.io import atomic_path, job_log
-from preprocessing.stain_target import cohort_mosaic, fit_target, read_image, write_target
+from preprocessing.stain_target import fit_target, read_image, tiled_cohort_mosaic, write_target
+from preprocessing.tiling import TilingParams
+from preprocessing.tissue import TissueParams
 
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params
     if p.stain_target == "cohort":
-        image = cohort_mosaic(list(zip(snakemake.input.slides, snakemake.input.patches)), p.stain_target_patches,
-                              p.seed)
+        image = tiled_cohort_mosaic(snakemake.input.slides, TissueParams(**p.tissue), TilingParams(**p.tiling),
+                                    p.mpp_fallbacks, coords=snakemake.input.coords or None,
+                                    n_patches=p.stain_target_patches, seed=p.seed)
     else:
         image = read_image(snakemake.input.reference)
     target = fit_target(p.stain_norm, image, p.stain_target)
