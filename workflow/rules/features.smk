@@ -1,8 +1,8 @@
 # One job per slide (rule features): its tissue (GeoJSON, QC image), its patch coordinates at the
 # target µm/px (or, with tiling.coords_from, those of existing CLAM/TRIDENT files) and their features.
-# Segmentation and tiling take under a second of CPU per slide (benchmarks/segmentation.py), so a job
-# of their own bought little and doubled the jobs Snakemake plans: all of TCGA (benchmarks/dag.py)
-# plans in 0.6 × the time as one job per slide. With `features.stain_norm`, the stain target they are
+# Segmentation and tiling take under a second of CPU per slide (benchmarks/segmentation.py): a job of
+# their own bought little and doubled the jobs Snakemake plans (all of TCGA, benchmarks/dag.py, plans
+# in 0.6 × the time with one job per slide). With `features.stain_norm`, the stain target they are
 # normalised to (rule stain_target, once per cohort). The stain settings are params of rule features
 # only when normalisation is on, so that a run without it keeps its params, and its finished stores,
 # exactly as before the option existed. Rule features runs on one thread (the default): locally two
