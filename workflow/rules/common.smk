@@ -322,6 +322,7 @@ def slide_mpp_override(wildcards):
 
 
 def mpp_fallback(cohort, slide_id):
+    """What slide_mpp_override gives, for one slide named outright (rule stain_target asks for all)."""
     slide = _slide(cohort, slide_id)
     if "mpp" in slide and str(slide["mpp"]).strip() not in ("", "nan", "None"):
         return float(slide["mpp"])
@@ -334,6 +335,7 @@ def external_coords(wildcards):
 
 
 def coords_file(slide_id):
+    """The CLAM or TRIDENT coordinate file of one slide, named outright."""
     pattern = config["tiling"]["coords_pattern"]
     return os.path.join(config["tiling"]["coords_from"], pattern.format(slide=slide_id))
 

@@ -103,8 +103,8 @@ def indexed_files(wildcards, input):
 
 # One row per slide of the cohort: its feature store, case and status, its file, tissue and patches.
 # What the cohort-level jobs (train, qc, attention_maps, faithfulness, viewer) read, so that each of
-# them has one input rather than up to three per slide (planning all of TCGA stays cheap). The
-# tiling outputs are params: the job that wrote a slide's coordinates ran before its features.
+# them has one input rather than up to three per slide (planning all of TCGA stays cheap). A slide's
+# tissue and patches files are params: the job that wrote its store wrote them too.
 rule feature_index:
     input:
         stores=per_slide(rules.features.output.zarr),
