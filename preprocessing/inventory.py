@@ -20,6 +20,7 @@ import pandas as pd
 
 from .io import atomic_path
 from .omics import CNV_TYPE, choose_aliquots, sample_type_code
+from .settings import validate_rows
 
 SAMPLE_SHEET_COLUMNS = {"File ID": "file_id", "File Name": "file_name", "Data Category": "data_category",
                         "Data Type": "data_type", "Project ID": "project_id", "Case ID": "case_id",
@@ -128,23 +129,6 @@ def read_checked_inventory(sample_sheet: str | os.PathLike, manifest: str | os.P
     files = read_inventory(sample_sheet, manifest, data_dir)
     validate_rows(files, schema, source=f"{sample_sheet} (with {manifest})")
     return files
-
-
-def validate_rows(table: pd.DataFrame, schema: str | os.PathLike, *, source: str) -> None:
-    """Check every row of ``table`` (empty cells left out) against ``schema``, a JSON-schema YAML file of
-    one row; the first bad row is a ValueError naming ``source``, the row, its file and the problem.
-    One validator serves every row: Snakemake's ``validate`` builds one per row, seconds of planning
-    for the 60 000 rows of all of TCGA."""
-    import jsonschema
-    import yaml
-
-    validator = jsonschema.Draft202012Validator(yaml.safe_load(Path(schema).read_text()))
-    for i, row in enumerate(table.to_dict("records")):
-        record = {k: v for k, v in row.items() if not (np.isscalar(v) and pd.isna(v))}
-        error = jsonschema.exceptions.best_match(validator.iter_errors(record))
-        if error is not None:
-            where = ".".join(map(str, error.absolute_path)) or "row"
-            raise ValueError(f"{source}: row {i + 1} ({row.get('file_name', '?')}): {where}: {error.message}")
 
 
 def not_usable(files: pd.DataFrame) -> pd.DataFrame | None:

@@ -11,6 +11,7 @@ import pytest
 from preprocessing.inventory import (RNA_TYPE, SLIDE_TYPE, cnv_workflow_of, not_usable, prefer_cnv_workflow,
                                      read_checked_inventory, read_inventory, read_manifest, rna_files_of, slide_id,
                                      slide_policy, slides_of)
+from preprocessing.settings import validate_rows
 from preprocessing.omics import CNV_TYPE
 
 
@@ -217,8 +218,9 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "sample_
 @pytest.mark.parametrize("column, value, problem", [(None, None, None), ("md5", "not-a-digest", "md5"),
                                                     ("Case ID", "nobarcode", "case_id")])
 def test_checked_inventory_agrees_with_snakemake_validate(tiny, column, value, problem):
-    """Planning validates each row against the sample-sheet schema with one validator; what it rejects,
-    Snakemake's own (one validator per row) rejects too, and its error names the sheet, row and field."""
+    """Planning validates each row against the sample-sheet schema compiled once (fastjsonschema); what it
+    rejects, Snakemake's own validate (jsonschema, one validator per row) rejects too, and its error
+    names the sheet, row and field."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
@@ -238,3 +240,24 @@ def test_checked_inventory_agrees_with_snakemake_validate(tiny, column, value, p
     with pytest.raises(ValueError) as err:
         read_checked_inventory(*paths, SCHEMA)
     assert str(paths[0]) in str(err.value) and "row 2 (r2.tsv)" in str(err.value) and problem in str(err.value)
+
+
+@pytest.mark.parametrize("change", [{}, {"md5": "A" * 32}, {"md5": "a" * 31}, {"file_name": ""}, {"case_id": 5},
+                                    {"case_id": "TCGA-AA"}, {"case_id": "x TCGA-AA-0001"}, {"path": None},
+                                    {"sample_id": 3.5}, {"mpp": "0.25"}, {"extra": [1]}])
+def test_validate_rows_refuses_what_jsonschema_refuses(change):
+    """The compiled fast path judges each row as jsonschema itself (the oracle) does on the same schema."""
+    import jsonschema
+    import yaml
+
+    good = {"file_id": "f0", "file_name": "a.svs", "data_type": "Slide Image", "case_id": "TCGA-AA-0001",
+            "sample_id": "TCGA-AA-0001-01A", "md5": "a" * 32, "path": "/data/f0/a.svs"}
+    row = {**good, "file_id": "f1", **change}
+    valid = jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text())).is_valid(
+        {k: v for k, v in row.items() if v is not None})
+    table = pd.DataFrame([good, row])  # the changed row second: the error names it
+    if valid:
+        validate_rows(table, SCHEMA, source="sheet.tsv")
+        return
+    with pytest.raises(ValueError, match=r"^sheet\.tsv: row 2 "):
+        validate_rows(table, SCHEMA, source="sheet.tsv")

@@ -1,5 +1,5 @@
-"""``benchmarks/training.py --step``: the reference-style model computes what the published HEALNet code
-computes, and the step benchmark runs (tiny sizes)."""
+"""``benchmarks/training.py --step``: the reference-style model (``benchmarks/reference_healnet.py``)
+computes what the published HEALNet code computes, and the step benchmark runs (tiny sizes)."""
 from __future__ import annotations
 
 import importlib.util
@@ -19,14 +19,15 @@ def _benchmark():
     return module
 
 
-bench = _benchmark()
+bench = _benchmark()  # puts the repository on sys.path
+reference = importlib.import_module("benchmarks.reference_healnet")
 SHAPE = dict(depth=2, num_latents=5, latent_dim=12, cross_heads=2, cross_dim_head=4, latent_heads=3,
              latent_dim_head=5, snn=True)
 
 
 def _reference(channels=(6, 3), **kw):
     torch.manual_seed(0)
-    return bench.ReferenceStyle(input_channels=list(channels), **{**SHAPE, **kw}).eval()
+    return reference.ReferenceStyle(input_channels=list(channels), **{**SHAPE, **kw}).eval()
 
 
 def test_reference_style_normalises_and_projects_each_context_in_every_layer_then_self_attends():
@@ -43,13 +44,13 @@ def test_reference_style_normalises_and_projects_each_context_in_every_layer_the
     assert events == per_layer(0) + per_layer(1)
     # the benchmark's shape has no self-attention and untied layers, in both rows
     assert bench.BLCA["self_per_cross_attn"] == 0 and not bench.BLCA["weight_tie_layers"]
-    blca = bench.ReferenceStyle(input_channels=[16, 4], **bench.BLCA)
+    blca = reference.ReferenceStyle(input_channels=[16, 4], **bench.BLCA)
     assert all(len(layer["latent"]) == 0 for layer in blca.layers) and blca.layers[0] is not blca.layers[1]
 
 
 def test_reference_attention_softmax_at_temperature_half_and_leaky_output():
     torch.manual_seed(0)
-    attn = bench.RefAttention(8, 6, heads=2, dim_head=4, dropout=0.0)
+    attn = reference.RefAttention(8, 6, heads=2, dim_head=4, dropout=0.0)
     x, ctx = torch.randn(3, 5, 8), torch.randn(3, 7, 6)
     q = attn.to_q(x).view(3, 5, 2, 4).transpose(1, 2)
     k, v = (t.view(3, 7, 2, 4).transpose(1, 2) for t in attn.to_kv(ctx).chunk(2, dim=-1))
@@ -65,7 +66,7 @@ def test_reference_attention_softmax_at_temperature_half_and_leaky_output():
 def test_reference_feed_forward_is_a_gated_linear_unit():
     for snn, act in ((True, torch.nn.functional.selu), (False, torch.nn.functional.gelu)):
         torch.manual_seed(0)
-        ff = bench.RefFeedForward(10, dropout=0.0, snn=snn).eval()
+        ff = reference.RefFeedForward(10, dropout=0.0, snn=snn).eval()
         assert (ff.proj.in_features, ff.proj.out_features, ff.out.in_features, ff.out.out_features) == (10, 80, 40, 10)
         x = torch.randn(2, 3, 10)
         h = ff.proj(x)
