@@ -43,8 +43,8 @@ def test_reference_style_normalises_and_projects_each_context_in_every_layer_the
     per_layer = lambda i: [("norm", i, 0), ("to_kv", i, 0), ("self", i), ("norm", i, 1), ("to_kv", i, 1), ("self", i)]
     assert events == per_layer(0) + per_layer(1)
     # the benchmark's shape has no self-attention and untied layers, in both rows
-    assert bench.BLCA["self_per_cross_attn"] == 0 and not bench.BLCA["weight_tie_layers"]
-    blca = reference.ReferenceStyle(input_channels=[16, 4], **bench.BLCA)
+    assert reference.BLCA["self_per_cross_attn"] == 0 and not reference.BLCA["weight_tie_layers"]
+    blca = reference.ReferenceStyle(input_channels=[16, 4], **reference.BLCA)
     assert all(len(layer["latent"]) == 0 for layer in blca.layers) and blca.layers[0] is not blca.layers[1]
 
 
@@ -75,7 +75,7 @@ def test_reference_feed_forward_is_a_gated_linear_unit():
 
 def test_step_benchmark_measures_both_rows():
     threads = torch.get_num_threads()
-    rows = bench.step_rows([30], dim=16, genes=5, batch=2, threads=threads, repeats=2, steps=1,
+    rows = reference.step_rows([30], dim=16, genes=5, batch=2, threads=threads, repeats=2, steps=1,
                            shape=dict(num_latents=4, latent_dim=8))
     assert [r["variant"] for r in rows] == ["ours", "reference-style"]
     assert all(r["s_per_step"] > 0 and r["patches"] == 30 for r in rows)
