@@ -136,3 +136,34 @@ def test_real_omics_benchmark_on_toy_cohort(tmp_path, capsys):
     assert (n_test["healnet"] == n_test["coxnet"]).all() and (n_test["healnet_prior"] == n_test["coxnet"]).all()
     assert n_test["healnet"].sum() == len(patients)
     assert bool(row["n_test_equal_across_models"])
+
+
+def test_linear_ceiling_holds_the_readme_model_and_counts_the_variants_reaching_its_figure(tmp_path, capsys):
+    """``benchmarks/linear_ceiling.py``: its README-model cell on repeat 0 is the README protocol
+    written out above; its best and its count agree with the per-variant table it writes."""
+    spec = importlib.util.spec_from_file_location("linear_ceiling", ROOT / "benchmarks" / "linear_ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    table = _toy_table(n=80)
+    data = tmp_path / "data"
+    data.mkdir()
+    table.to_csv(data / "tcga_toy_all_clean.csv.zip", index=False)
+    patients = table.drop_duplicates("case_id")
+    (data / "README.md").write_text(README.format(patients=len(patients), deaths=int((patients.censorship == 0).sum())))
+
+    scores = ceiling.variant_scores(table, repeats=2)
+    readme = scores[(scores.features == "all") & (scores.l1_ratio == 0.5) & (scores.fraction == 0.5)]
+    assert len(readme) == 10 and len(scores) == 10 * 48
+    assert readme.loc[readme.repeat == 0, "c_index"].mean() == pytest.approx(_elastic_net(table)[0], abs=1e-12)
+    assert not np.allclose(readme.loc[readme.repeat == 0, "c_index"], readme.loc[readme.repeat == 1, "c_index"])
+
+    out = tmp_path / "out"
+    assert ceiling.main(["--data", str(data), "--cohorts", "toy", "--repeats", "2", "--out", str(out)]) == 0
+    variants = pd.read_csv(out / "linear_ceiling.tsv", sep="\t")
+    assert len(variants) == 48 and (variants["count"] == 10).all()
+    row = next(line for line in (out / "linear_ceiling.md").read_text().splitlines() if line.startswith("| TOY"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].startswith("0.700 ± 0.050 (README)")
+    assert float(cells[4].split(" ± ")[0]) == pytest.approx(variants["mean"].max(), abs=5e-4)
+    assert cells[6] == f"{int((variants['mean'] >= 0.700).sum())} of 48"
+    assert "TOY" in capsys.readouterr().out
