@@ -20,6 +20,11 @@ EN_PROTOCOL = {"l1_ratio": 0.5, "alpha": "alphas_[len(alphas_)//2]", "folds": 5,
                "std_ddof": 1, "version": 1}
 
 
+def cohort_file(data: str | Path, cohort: str) -> Path:
+    """The development table of ``cohort`` (e.g. ``luad``) in the data folder ``data``."""
+    return Path(data) / f"tcga_{cohort}_all_clean.csv.zip"
+
+
 _FIGURE = re.compile(r"\b([A-Za-z][A-Za-z0-9_-]*)\s+(\d*\.\d+)\s*(?:±|\+/-|\+-)\s*(\d*\.\d+)")
 _FILE = re.compile(r"tcga_([A-Za-z0-9_-]+?)_all_clean")
 

@@ -33,15 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.elastic_net_reference import parse_readme, published_figure  # noqa: E402
+from benchmarks.elastic_net_reference import (  # noqa: E402
+    EN_PROTOCOL, FEATURE_SUFFIXES, cohort_file, parse_readme, published_figure)
 from preprocessing.io import write_text_atomic  # noqa: E402
 
 COHORTS = ["gbmlgg", "kirc", "luad", "hnsc"]
 FEATURE_SETS = {"rna": ("_rnaseq",), "rna+cnv": ("_rnaseq", "_cnv"), "rna+mut": ("_rnaseq", "_mut"),
-                "all": ("_rnaseq", "_cnv", "_mut")}
+                "all": FEATURE_SUFFIXES}
 L1_RATIOS = (0.5, 0.1)
 PATH_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-README_MODEL = ("all", 0.5, 0.5)  # (features, l1_ratio, path fraction) of the data README's figure
+VARIANT = ["features", "l1_ratio", "fraction"]
+README_MODEL = ("all", EN_PROTOCOL["l1_ratio"], 0.5)  # the data README's figure: the middle of the path
 
 
 def variant_scores(table: pd.DataFrame, *, folds: int = 5, repeats: int = 3, feature_sets=FEATURE_SETS,
@@ -58,22 +60,23 @@ def variant_scores(table: pd.DataFrame, *, folds: int = 5, repeats: int = 3, fea
     patients = table.drop_duplicates("case_id").reset_index(drop=True)
     months = patients["survival_months"].to_numpy(float)
     event = (patients["censorship"].astype(int) == 0).to_numpy()
+    matrices = {name: patients[[c for c in patients.columns.astype(str) if c.endswith(suffixes)]].to_numpy(float)
+                for name, suffixes in feature_sets.items()}
     rows = []
     for repeat in range(repeats):
         split = StratifiedKFold(folds, shuffle=True, random_state=repeat).split(months, event)
         for fold, (train, test) in enumerate(split):
             y = Surv.from_arrays(event=event[train], time=months[train])
-            for name, suffixes in feature_sets.items():
-                x = patients[[c for c in patients.columns.astype(str) if c.endswith(suffixes)]].to_numpy(float)
+            for name, x in matrices.items():
                 scaler = StandardScaler().fit(x[train])
+                x_train, x_test = scaler.transform(x[train]), scaler.transform(x[test])
                 for l1 in l1_ratios:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)  # convergence chatter at the path's end
-                        model = CoxnetSurvivalAnalysis(l1_ratio=l1).fit(scaler.transform(x[train]), y)
+                        model = CoxnetSurvivalAnalysis(l1_ratio=l1).fit(x_train, y)
                     for f in fractions:
                         alpha = model.alphas_[min(int(len(model.alphas_) * f), len(model.alphas_) - 1)]
-                        risk = model.predict(scaler.transform(x[test]), alpha=alpha)
-                        c = concordance_index_censored(event[test], months[test], risk)[0]
+                        c = concordance_index_censored(event[test], months[test], model.predict(x_test, alpha=alpha))[0]
                         rows.append({"features": name, "l1_ratio": l1, "fraction": f, "repeat": repeat,
                                      "fold": fold, "c_index": float(c)})
     return pd.DataFrame(rows)
@@ -82,22 +85,21 @@ def variant_scores(table: pd.DataFrame, *, folds: int = 5, repeats: int = 3, fea
 def summarise(scores: pd.DataFrame, figure: float) -> dict:
     """The README model on repeat 0 and on every repeat, the best variant, and how many variants'
     mean over every fold reaches ``figure``."""
-    means = scores.groupby(["features", "l1_ratio", "fraction"])["c_index"].agg(["mean", "std"])
-    readme = scores.set_index(["features", "l1_ratio", "fraction"]).sort_index().loc[README_MODEL]
+    means = scores.groupby(VARIANT)["c_index"].agg(["mean", "std"])
+    readme_split = scores[scores["repeat"] == 0].groupby(VARIANT)["c_index"].mean().loc[README_MODEL]
     best = means["mean"].idxmax()
-    return {"readme_split": float(readme.loc[readme["repeat"] == 0, "c_index"].mean()),
-            "readme_all": float(readme["c_index"].mean()), "readme_all_std": float(readme["c_index"].std()),
-            "best": "{} l1 {:g} at {:g}".format(*best), "best_mean": float(means.loc[best, "mean"]),
-            "best_std": float(means.loc[best, "std"]), "reaching": int((means["mean"] >= figure).sum()),
-            "variants": len(means)}
+    return {"readme_split": float(readme_split), "readme_all": float(means.loc[README_MODEL, "mean"]),
+            "readme_all_std": float(means.loc[README_MODEL, "std"]), "best": "{} l1 {:g} at {:g}".format(*best),
+            "best_mean": float(means.loc[best, "mean"]), "best_std": float(means.loc[best, "std"]),
+            "reaching": int((means["mean"] >= figure).sum()), "variants": len(means)}
 
 
-def run_cohort(spec: tuple[str, Path, int, int]) -> tuple[str, pd.DataFrame, float]:
+def run_cohort(spec: tuple[str, Path, int, int]) -> tuple[str, pd.DataFrame]:
     cohort, path, folds, repeats = spec
     start = time.perf_counter()
     scores = variant_scores(pd.read_csv(path, low_memory=False), folds=folds, repeats=repeats)
     print(f"{cohort}: {len(scores)} fold scores in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    return cohort, scores.assign(cohort=cohort), time.perf_counter() - start
+    return cohort, scores.assign(cohort=cohort)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     figures, _ = parse_readme(data / "README.md")
     specs = []
     for cohort in args.cohorts:
-        path = data / f"tcga_{cohort}_all_clean.csv.zip"
+        path = cohort_file(data, cohort)
         if not path.is_file():
             p.error(f"{path}: no such table")
         specs.append((cohort, path, args.folds, args.repeats))
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"| cohort | elastic net (data README) | README model, README split | README model, "
              f"{args.repeats} splits | best of {len(FEATURE_SETS) * len(L1_RATIOS) * len(PATH_FRACTIONS)} "
              f"variants, {args.repeats} splits | which | variants ≥ README figure |", "|---" * 7 + "|"]
-    for cohort, scores, _ in results:
+    for cohort, scores in results:
         mean, std, source = published_figure(cohort, figures)
         s = summarise(scores, mean)
         lines.append(f"| {cohort.upper()} | {mean:.3f} ± {std:.3f} ({source}) | {s['readme_split']:.3f} | "
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{s['best']} | {s['reaching']} of {s['variants']} |")
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
-    every = pd.concat([r[1] for r in results]).groupby(["cohort", "features", "l1_ratio", "fraction"])["c_index"]
+    every = pd.concat([r[1] for r in results]).groupby(["cohort", *VARIANT])["c_index"]
     write_text_atomic(out / "linear_ceiling.tsv", every.agg(["mean", "std", "count"]).round(4).to_csv(sep="\t"))
     write_text_atomic(out / "linear_ceiling.md", table + "\n")
     print(table)

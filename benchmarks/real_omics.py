@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.elastic_net_reference import cached_elastic_net, parse_readme, published_figure  # noqa: E402
+from benchmarks.elastic_net_reference import cached_elastic_net, cohort_file, parse_readme, published_figure  # noqa: E402
 from benchmarks.real_omics_tables import FOOTNOTE, _render, cohort_report, final_rows, final_table  # noqa: E402
 from preprocessing.io import write_text_atomic  # noqa: E402
 
@@ -65,10 +65,6 @@ MODELS = ["healnet", "healnet_prior", "snn", "coxnet", "early-fusion", "late-fus
 # models): coxnet at the middle of scikit-survival's default path, no inner CV.
 EN_SAME_FOLDS = {"l1_ratio": 0.5, "n_alphas": 100, "alpha_min_ratio": "auto", "path_fraction": 0.5}
 DEFAULT_OUT = "results/benchmarks/real_omics"
-
-
-def cohort_file(data: str | Path, cohort: str) -> Path:
-    return Path(data) / f"tcga_{cohort}_all_clean.csv.zip"
 
 
 # --------------------------------------------------------------------------------- one cohort
