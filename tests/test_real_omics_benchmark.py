@@ -138,12 +138,17 @@ def test_real_omics_benchmark_on_toy_cohort(tmp_path, capsys):
     assert bool(row["n_test_equal_across_models"])
 
 
+def _linear_ceiling():
+    spec = importlib.util.spec_from_file_location("linear_ceiling", ROOT / "benchmarks" / "linear_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_linear_ceiling_holds_the_readme_model_and_counts_the_variants_reaching_its_figure(tmp_path, capsys):
     """``benchmarks/linear_ceiling.py``: its README-model cell on repeat 0 is the README protocol
     written out above; its best and its count agree with the per-variant table it writes."""
-    spec = importlib.util.spec_from_file_location("linear_ceiling", ROOT / "benchmarks" / "linear_ceiling.py")
-    ceiling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ceiling)
+    ceiling = _linear_ceiling()
     table = _toy_table(n=80)
     data = tmp_path / "data"
     data.mkdir()
@@ -167,3 +172,12 @@ def test_linear_ceiling_holds_the_readme_model_and_counts_the_variants_reaching_
     assert float(cells[4].split(" ± ")[0]) == pytest.approx(variants["mean"].max(), abs=5e-4)
     assert cells[6] == f"{int((variants['mean'] >= 0.700).sum())} of 48"
     assert "TOY" in capsys.readouterr().out
+
+
+def test_linear_ceiling_names_a_missing_table(tmp_path, capsys):
+    ceiling = _linear_ceiling()
+    with pytest.raises(SystemExit) as exit_:
+        ceiling.main(["--data", str(tmp_path), "--cohorts", "nope", "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert f"{tmp_path / 'tcga_nope_all_clean.csv.zip'}: no such table" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
