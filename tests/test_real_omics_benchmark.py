@@ -57,15 +57,16 @@ def _toy_table(n: int = 60, seed: int = 0) -> pd.DataFrame:
     return pd.concat([table, second]).sort_values(["case_id", "slide_id"]).reset_index(drop=True)
 
 
-def _elastic_net(table: pd.DataFrame) -> tuple[float, float]:
-    """The README protocol, written out independently of the benchmark."""
+def _elastic_net(table: pd.DataFrame, per_patient: bool = True) -> tuple[float, float]:
+    """The README protocol, written out independently of the benchmark (``per_patient=False``: on
+    the table's slide rows as they come)."""
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
     from sksurv.linear_model import CoxnetSurvivalAnalysis
     from sksurv.metrics import concordance_index_censored
     from sksurv.util import Surv
 
-    patients = table.drop_duplicates("case_id")
+    patients = table.drop_duplicates("case_id") if per_patient else table
     x = patients.filter(regex=r"_(rnaseq|cnv|mut)$").to_numpy(float)
     t = patients["survival_months"].to_numpy(float)
     e = patients["censorship"].to_numpy() == 0
@@ -172,6 +173,20 @@ def test_linear_ceiling_holds_the_readme_model_and_counts_the_variants_reaching_
     assert float(cells[4].split(" ± ")[0]) == pytest.approx(variants["mean"].max(), abs=5e-4)
     assert cells[6] == f"{int((variants['mean'] >= 0.700).sum())} of 48"
     assert "TOY" in capsys.readouterr().out
+
+    readings = pd.read_csv(out / "protocol_readings.tsv", sep="\t")
+    assert len(readings) == 16 and len(readings.drop_duplicates(["rows", "split", "middle", "alpha_min_ratio"])) == 16
+    stated = readings.query("split == 'stratified' and middle == 'index' and alpha_min_ratio == 'auto'").set_index("rows")
+    for rows, per_patient in (("patients", True), ("slides", False)):
+        assert stated.loc[rows, ["mean", "std"]].tolist() == pytest.approx(_elastic_net(table, per_patient), abs=1e-4)
+    assert stated.loc["patients", "mean"] != pytest.approx(stated.loc["slides", "mean"], abs=1e-4)
+    line = [line for line in (out / "linear_ceiling.md").read_text().splitlines() if line.startswith("| TOY")][1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    gaps = np.maximum((readings["mean"] - 0.700).abs(), (readings["std"] - 0.050).abs())
+    nearest = readings.loc[gaps.idxmin()]
+    assert cells[3] == f"{nearest['mean']:.3f} ± {nearest['std']:.3f}"
+    assert cells[4] == f"{int((gaps <= 0.005).sum())} of 16"
+    assert cells[5] == f"{readings.loc[readings['rows'] == 'patients', 'mean'].max():.3f}"
 
 
 def test_linear_ceiling_names_a_missing_table(tmp_path, capsys):
