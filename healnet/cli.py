@@ -182,6 +182,9 @@ def _settings(path: str | None, epochs: int | None, device: str | None,
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         settings = dict(loaded.get("train", loaded))  # a pipeline config or just its train block
         settings.pop("models", None)
+        if "seed" in settings:  # it would be overridden by --seed without a word
+            raise ValueError(f"{path}: 'seed' is not a training setting here: --seed (default 0) seeds "
+                             f"the folds and every model; remove it from the train block and pass --seed")
     if epochs is not None:
         settings["epochs"] = epochs
     if device is not None:
@@ -226,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--repeats", type=int, default=1, help="repeated cross-validation: fold assignments with "
                                                            "seeds seed, seed+1, ... (default 1)")
     cv.add_argument("--val-fraction", type=float, default=0.2)
-    cv.add_argument("--seed", type=int, default=0)
-    cv.add_argument("--config", help="YAML with training settings: a pipeline config (its train block) or the block")
+    cv.add_argument("--seed", type=int, default=0, help="seeds the folds (repeat r: seed + r) and every model")
+    cv.add_argument("--config", help="YAML with training settings: a pipeline config (its train block) or the "
+                                     "block; its seed is --seed, not a train setting")
     cv.add_argument("--epochs", type=int, help="overrides the config's epochs")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     cv.add_argument("--threads", type=int, help="torch CPU threads")
@@ -256,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        settings = _settings(args.config, args.epochs, args.device, args.missing_fractions)
         summary = run_cv(omics=_pairs(args.omics) if args.omics else None, clinical=args.clinical,
                          porpoise=args.porpoise, models=args.models, folds=args.folds, out=args.out,
-                         settings=_settings(args.config, args.epochs, args.device, args.missing_fractions), seed=args.seed,
+                         settings=settings, seed=args.seed,
                          val_fraction=args.val_fraction, overwrite=args.overwrite, repeats=args.repeats,
                          patient_column=args.patient_column, missing_train=args.missing_train)
     except (ValueError, FileNotFoundError) as err:

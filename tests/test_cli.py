@@ -124,6 +124,18 @@ def test_cv_errors(tables, capsys, extra, message):
     assert not (root / "bad" / "models").exists()
 
 
+@pytest.mark.parametrize("block", ["seed: 3\nepochs: 2\n", "seed: 0\ntrain:\n  seed: 3\n  epochs: 2\n"])
+def test_cv_refuses_a_seed_in_the_train_block_that_seed_would_override(tables, capsys, block):
+    """--seed seeds folds and models; a train-block seed would be dropped silently, so it is an error."""
+    root, _ = tables
+    config = root / "train.yaml"
+    config.write_text(block)
+    assert main(_args(root, root / "seeded", "--config", str(config))) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: 'seed' is not a training setting here" in err and "--seed" in err
+    assert not (root / "seeded").exists()
+
+
 def test_omics_arguments_name_or_path():
     assert _pairs(["rna=/d/rna.tsv", "/d/cnv_calls.csv.gz", "prot.parquet", "/a=b/meth.txt"]) == {
         "rna": "/d/rna.tsv", "cnv_calls": "/d/cnv_calls.csv.gz", "prot": "prot.parquet", "meth": "/a=b/meth.txt"}
